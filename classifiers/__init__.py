@@ -1,0 +1,1 @@
+"""Shallow learners on feature matrices, the pixel baseline, and their evaluation."""

@@ -1,0 +1,240 @@
+"""Load ``params.yaml`` and check every key against the schema below.
+
+A mistake ends with one line that names the key, what was expected and what
+was found. Keys missing from the file take the schema's default, so a short
+params file in a test or an experiment is enough; unknown keys are refused,
+since a misspelt knob that silently does nothing is worse than an error.
+"""
+
+import copy
+from pathlib import Path
+
+import yaml
+
+from features.errors import FeatpipeError
+
+
+class Rule:
+    """One key's expectation: a check, a description and a default."""
+
+    def __init__(self, expected, check, default, nullable=False):
+        self.expected = expected
+        self.check = check
+        self.default = default
+        self.nullable = nullable
+
+    def validate(self, key, value):
+        if value is None and self.nullable:
+            return None
+        try:
+            ok = self.check(value)
+        except TypeError:
+            ok = False
+        if not ok:
+            expected = self.expected + (" or null" if self.nullable else "")
+            raise FeatpipeError(f"params: {key}: expected {expected}, got {value!r}")
+        return value
+
+
+def _is_int(value):
+    # YAML's true/false load as bool, a subclass of int: never take them as numbers.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def integer(minimum=None, default=None, nullable=False):
+    expected = "an integer" + (f" >= {minimum}" if minimum is not None else "")
+    return Rule(
+        expected,
+        lambda v: _is_int(v) and (minimum is None or v >= minimum),
+        default,
+        nullable,
+    )
+
+
+def number(low=None, high=None, default=None, nullable=False, high_inclusive=True):
+    bounds = []
+    if low is not None:
+        bounds.append(f">= {low}")
+    if high is not None:
+        bounds.append(f"{'<=' if high_inclusive else '<'} {high}")
+    expected = "a number" + (" " + " and ".join(bounds) if bounds else "")
+
+    def check(v):
+        if not (_is_int(v) or isinstance(v, float)):
+            return False
+        if low is not None and v < low:
+            return False
+        if high is not None and (v > high if high_inclusive else v >= high):
+            return False
+        return True
+
+    return Rule(expected, check, default, nullable)
+
+
+def choice(*options, default=None, nullable=False):
+    return Rule(f"one of {', '.join(map(repr, options))}", lambda v: v in options, default, nullable)
+
+
+def string(default=None, nullable=False):
+    return Rule("a string", lambda v: isinstance(v, str) and v != "", default, nullable)
+
+
+def boolean(default=False):
+    return Rule("true or false", lambda v: isinstance(v, bool), default)
+
+
+def list_of(item_check, expected, default, min_length=1):
+    return Rule(
+        f"a list of {expected} (at least {min_length})",
+        lambda v: isinstance(v, list) and len(v) >= min_length and all(item_check(i) for i in v),
+        default,
+    )
+
+
+def _is_backbone_entry(entry):
+    return (
+        isinstance(entry, dict)
+        and set(entry) <= {"name", "layer"}
+        and isinstance(entry.get("name"), str)
+        and (entry.get("layer") is None or isinstance(entry.get("layer"), str))
+    )
+
+
+def _is_grid(value):
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, list) and v for k, v in value.items())
+
+
+SCHEMA = {
+    "seed": integer(minimum=0, default=42),
+    "data": {
+        "source": choice("fashion_mnist", "cifar10", "folder", default="fashion_mnist"),
+        "path": string(default=None, nullable=True),
+        "train_size": integer(minimum=1, default=None, nullable=True),
+        "test_size": integer(minimum=1, default=None, nullable=True),
+        "image_size": integer(minimum=8, default=64),
+        "test_fraction": number(low=0.0, high=1.0, default=0.2, high_inclusive=False),
+        "max_bad_fraction": number(low=0.0, high=1.0, default=0.05),
+    },
+    "extract": {
+        "backbones": list_of(_is_backbone_entry, "{name: ..., layer: ...} entries", [{"name": "vgg16", "layer": "fc2"}]),
+        "weights": string(default="imagenet"),
+        "batch_size": integer(minimum=1, default=32),
+        "precision": choice("float32", "bfloat16", "mixed_float16", default="float32"),
+        "device": string(default=None, nullable=True),
+        "scheduler": string(default=None, nullable=True),
+        "workers": integer(minimum=1, default=None, nullable=True),
+        "shard_size": integer(minimum=1, default=1024),
+    },
+    "baseline": {
+        "n_estimators": integer(minimum=1, default=100),
+        "criterion": choice("gini", "entropy", "log_loss", default="entropy"),
+        "max_depth": integer(minimum=1, default=100, nullable=True),
+        "n_jobs": integer(default=-1),
+    },
+    "train": {
+        "classifiers": list_of(lambda v: isinstance(v, str), "classifier names", ["rf", "svm", "dense"]),
+        "scheduler": string(default=None, nullable=True),
+        "rf": {
+            "n_estimators": integer(minimum=1, default=200),
+            "max_depth": integer(minimum=1, default=None, nullable=True),
+            "max_features": Rule(
+                "'sqrt', 'log2', a fraction in (0, 1] or null",
+                lambda v: v in ("sqrt", "log2") or (isinstance(v, float) and 0 < v <= 1),
+                "sqrt",
+                nullable=True,
+            ),
+            "n_jobs": integer(default=-1),
+        },
+        "svm": {
+            "kernel": choice("rbf", "linear", default="rbf"),
+            "C": number(low=0.0, default=10.0),
+            "gamma": Rule(
+                "'scale', 'auto' or a positive number",
+                lambda v: v in ("scale", "auto") or (isinstance(v, (int, float)) and v > 0),
+                "scale",
+            ),
+            "pca_components": integer(minimum=1, default=None, nullable=True),
+            "max_rbf_samples": integer(minimum=1, default=20000),
+        },
+        "dense": {
+            "hidden_units": list_of(lambda v: isinstance(v, int) and v > 0, "positive integers", [256], min_length=0),
+            "dropout": number(low=0.0, high=1.0, default=0.5, high_inclusive=False),
+            "batch_norm": boolean(default=True),
+            "learning_rate": number(low=0.0, default=0.001),
+            "epochs": integer(minimum=1, default=50),
+            "batch_size": integer(minimum=1, default=64),
+            "validation_fraction": number(low=0.0, high=1.0, default=0.1, high_inclusive=False),
+            "patience": integer(minimum=1, default=5),
+        },
+        "search": {
+            "enabled": boolean(default=False),
+            "cv": integer(minimum=2, default=3),
+            "grids": Rule("a mapping of classifier to {param: [values]}", lambda v: isinstance(v, dict) and all(_is_grid(g) for g in v.values()), {}),
+        },
+    },
+}
+
+
+def defaults(schema=SCHEMA):
+    """The params a missing ``params.yaml`` key stands for, as a nested dict."""
+    return {
+        key: defaults(rule) if isinstance(rule, dict) else copy.deepcopy(rule.default)
+        for key, rule in schema.items()
+    }
+
+
+def validate(raw, schema=SCHEMA, prefix=""):
+    """Return ``raw`` checked against ``schema``, with defaults filled in."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        where = prefix.rstrip(".") or "params.yaml"
+        raise FeatpipeError(f"params: {where}: expected a mapping of keys, got {raw!r}")
+    unknown = sorted(set(raw) - set(schema))
+    if unknown:
+        known = ", ".join(prefix + key for key in schema)
+        raise FeatpipeError(f"params: unknown key {prefix + unknown[0]!r}; expected one of: {known}")
+    checked = {}
+    for key, rule in schema.items():
+        name = prefix + key
+        if isinstance(rule, dict):
+            checked[key] = validate(raw.get(key), rule, name + ".")
+        elif key in raw:
+            checked[key] = rule.validate(name, raw[key])
+        else:
+            checked[key] = copy.deepcopy(rule.default)
+    return checked
+
+
+def load_params(path="params.yaml"):
+    """Read and validate a params file; a missing file means every default."""
+    path = Path(path)
+    if not path.exists():
+        raise FeatpipeError(f"params file not found: {path} (run from the project root or pass --params)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise FeatpipeError(f"params: {path} is not valid YAML{where}") from None
+    return validate(raw)
+
+
+def override(params, section, **options):
+    """Return a copy of ``params`` with the CLI options that were given set in ``section``.
+
+    Options left as ``None`` keep the params value. Each given value is
+    validated like a value from the file, so ``--batch-size 0`` fails the
+    same way ``extract.batch_size: 0`` does.
+    """
+    updated = copy.deepcopy(params)
+    target = updated
+    for part in section.split("."):
+        target = target[part]
+    schema = SCHEMA
+    for part in section.split("."):
+        schema = schema[part]
+    for key, value in options.items():
+        if value is not None:
+            target[key] = schema[key].validate(f"{section}.{key}", value)
+    return updated

@@ -1,0 +1,62 @@
+import pytest
+import yaml
+
+from features.errors import FeatpipeError
+from pipeline.params import defaults, load_params, override, validate
+
+
+def test_shipped_params_file_is_valid_and_complete():
+    shipped = yaml.safe_load(open("params.yaml"))
+    # Every knob is in the file, so DVC can track each one by its dotted key.
+    assert validate(shipped) == validate(shipped | {})
+    assert set(shipped) == set(defaults())
+    for section in ("data", "extract", "baseline", "train"):
+        assert set(shipped[section]) == set(defaults()[section]), section
+
+
+def test_missing_keys_take_defaults():
+    assert validate({}) == defaults()
+    assert validate({"data": {"train_size": 10}})["data"]["test_size"] is None
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"data": {"train_size": 0}}, "params: data.train_size: expected an integer >= 1 or null, got 0"),
+        ({"data": {"train_size": "many"}}, "data.train_size: expected an integer"),
+        ({"data": {"train_size": True}}, "data.train_size: expected an integer"),
+        ({"data": {"source": "mnist"}}, "data.source: expected one of 'fashion_mnist', 'cifar10', 'folder', got 'mnist'"),
+        ({"data": {"test_fraction": 1.0}}, "data.test_fraction: expected a number >= 0.0 and < 1.0"),
+        ({"extract": {"backbones": []}}, "extract.backbones: expected a list"),
+        ({"extract": {"backbones": [{"nam": "vgg16"}]}}, "extract.backbones: expected a list"),
+        ({"train": {"rf": {"max_features": 2.5}}}, "train.rf.max_features"),
+        ({"seeds": 1}, "unknown key 'seeds'"),
+        ({"train": {"svm": {"c": 1.0}}}, "unknown key 'train.svm.c'"),
+        ({"data": [1, 2]}, "data: expected a mapping"),
+    ],
+)
+def test_mistakes_name_the_key_expected_and_found(raw, message):
+    with pytest.raises(FeatpipeError, match=None) as caught:
+        validate(raw)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_load_params_reports_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(FeatpipeError, match="params file not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(FeatpipeError, match="not valid YAML at line"):
+        load_params(bad)
+
+
+def test_override_validates_cli_values_and_keeps_the_rest():
+    params = defaults()
+    updated = override(params, "extract", batch_size=8, precision=None)
+    assert updated["extract"]["batch_size"] == 8
+    assert updated["extract"]["precision"] == params["extract"]["precision"]
+    assert params["extract"]["batch_size"] == 32  # the original is untouched
+    with pytest.raises(FeatpipeError, match="extract.batch_size: expected an integer >= 1, got 0"):
+        override(params, "extract", batch_size=0)
+    assert override(params, "train.rf", n_estimators=5)["train"]["rf"]["n_estimators"] == 5
