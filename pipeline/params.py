@@ -92,12 +92,8 @@ def list_of(item_check, expected, default, min_length=1):
 
 
 def _is_backbone_entry(entry):
-    return (
-        isinstance(entry, dict)
-        and set(entry) <= {"name", "layer"}
-        and isinstance(entry.get("name"), str)
-        and (entry.get("layer") is None or isinstance(entry.get("layer"), str))
-    )
+    # Both keys are required: dvc.yaml names each feature file <name>-<layer>.h5.
+    return isinstance(entry, dict) and set(entry) == {"name", "layer"} and all(isinstance(v, str) for v in entry.values())
 
 
 def _is_grid(value):

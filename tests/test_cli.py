@@ -1,0 +1,60 @@
+"""The featpipe command as a user meets it: help, version, and one-line errors."""
+
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline import __version__
+from pipeline.cli import cli, run
+
+
+def test_version_and_help():
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--version"]).output.strip() == f"featpipe, version {__version__}"
+    result = runner.invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    for stage in ("prepare", "extract", "baseline", "train", "report", "backbones"):
+        assert stage in result.output
+
+
+def test_help_does_not_import_tensorflow():
+    # `featpipe --help` must answer at once: no deep-learning import at start-up.
+    code = "import sys; from pipeline.cli import cli; print('tensorflow' in sys.modules or 'keras' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def _fail(args, capsys):
+    with pytest.raises(SystemExit) as exited:
+        run(cli, args, prog_name="featpipe")
+    return exited.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["nonsense"], "No such command 'nonsense'"),
+        (["prepare", "--no-such-option"], "No such option: --no-such-option"),
+        (["prepare", "--params", "missing.yaml"], "params file not found: missing.yaml"),
+    ],
+)
+def test_user_mistakes_end_in_one_line_and_exit_2(args, message, capsys, in_tmp_project):
+    code, err = _fail(args, capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("featpipe: error: ")
+    assert message in err
+
+
+def test_bad_params_value_names_the_key(capsys, in_tmp_project):
+    (in_tmp_project / "params.yaml").write_text("data:\n  train_size: -3\n")
+    code, err = _fail(["prepare"], capsys)
+    assert code == 2
+    assert err == "featpipe: error: params: data.train_size: expected an integer >= 1 or null, got -3\n"
+
+
+def test_console_script_prints_no_traceback(in_tmp_project):
+    result = subprocess.run(["featpipe", "prepare", "--params", "nope.yaml"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip() == "featpipe: error: params file not found: nope.yaml (run from the project root or pass --params)"
