@@ -35,7 +35,7 @@ def _fail(args, capsys):
     "args, message",
     [
         (["nonsense"], "No such command 'nonsense'"),
-        (["prepare", "--no-such-option"], "No such option: --no-such-option"),
+        (["prepare", "--no-such-option"], "--no-such-option"),
         (["prepare", "--params", "missing.yaml"], "params file not found: missing.yaml"),
     ],
 )

@@ -1,0 +1,42 @@
+"""Keras' dataset cache and download, the last place a built-in set is looked for.
+
+Keras (and TensorFlow behind it) is imported only inside
+:func:`download_with_keras`: importing it costs seconds, and ``featpipe
+--help`` or a run from a local copy must not pay that.
+"""
+
+import importlib
+import os
+from pathlib import Path
+
+from features.backend import load_keras
+from features.errors import FeatpipeError
+
+
+class DownloadFailed(Exception):
+    """Keras could not fetch a dataset; the message says why, in one line."""
+
+
+def keras_datasets_dir():
+    """Where Keras caches datasets: ``$KERAS_HOME/datasets``, by default ``~/.keras/datasets``."""
+    home = os.environ.get("KERAS_HOME") or Path.home() / ".keras"
+    return Path(home) / "datasets"
+
+
+def download_with_keras(name):
+    """``keras.datasets.<name>.load_data()``: download (or read Keras' cache) and return its arrays.
+
+    Returns
+    -------
+    ((x_train, y_train), (x_test, y_test)) as Keras gives them.
+    """
+    try:
+        load_keras()  # quietly: TensorFlow's start-up chatter would bury the one line that matters
+        module = importlib.import_module(f"keras.datasets.{name}")
+    except (FeatpipeError, ImportError) as error:
+        raise DownloadFailed(f"Keras is not importable ({error})") from None
+    try:
+        return module.load_data()
+    except Exception as error:  # noqa: BLE001 - network, disk and hash errors all mean "no data"
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DownloadFailed(first_line) from None
