@@ -131,11 +131,10 @@ class ImageStore:
                 raise FeatpipeError(f"image store {self.path} lacks {name}/images, labels or ids; rerun `featpipe prepare`")
             images = self._file[name]["images"]
             if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
+                # Read the shape before closing: a closed file's datasets can't say it.
+                found = f"{images.dtype} {images.shape}"
                 self.close()
-                raise FeatpipeError(
-                    f"image store {self.path}: {name}/images must be uint8 [N, H, W, 1|3], "
-                    f"got {images.dtype} {images.shape}"
-                )
+                raise FeatpipeError(f"image store {self.path}: {name}/images must be uint8 [N, H, W, 1|3], got {found}")
         if "fingerprint" not in self._file.attrs:
             self.close()
             raise FeatpipeError(f"image store {self.path} is incomplete (no fingerprint); rerun `featpipe prepare`")

@@ -1,11 +1,176 @@
-"""The `extract` stage. (Placeholder: being built.)"""
+"""The ``extract`` stage: image store in, one feature file per backbone out.
+
+``featpipe extract`` (and the ``extract`` console script) reads the
+``extract`` section of ``params.yaml``; options override it. Without
+``--backbone`` it extracts every entry of ``extract.backbones`` into
+``data/features/<backbone>-<layer>.h5``, as the DVC stage does.
+
+``--split train`` (or ``test``) extracts one split only, into a file of its
+own (``data/features/<backbone>-<layer>-train.h5`` unless ``--out`` says
+otherwise) that holds only that group; the default ``all`` writes both.
+
+Keras is imported only once a command runs, so ``featpipe --help`` stays fast.
+"""
+
+import logging
+from pathlib import Path
 
 import click
 
 from features.errors import FeatpipeError
+from pipeline import paths
+from pipeline.options import images_option, params_option, read_params, scheduler_option
+from pipeline.params import defaults, override
+
+log = logging.getLogger(__name__)
+
+SPLIT_CHOICES = ("train", "test", "all")
 
 
 @click.command()
-def extract():
-    """Not built yet."""
-    raise FeatpipeError("featpipe extract is not built yet")
+@click.option(
+    "--backbone",
+    default=None,
+    help="Registry name (see `featpipe backbones`) or a .keras model file. Default: every extract.backbones entry.",
+)
+@click.option("--layer", default=None, help="Layer to take features from. Default: the backbone's (vgg: fc2, others: avg_pool).")
+@click.option("--weights", default=None, help="imagenet | none (random, seeded: smoke runs only) | path to a .h5/.weights.h5 file.")
+@click.option("--batch-size", type=int, default=None, help="Images per forward pass.")
+@click.option("--precision", default=None, help="float32 | bfloat16 | mixed_float16 (features are stored as float32).")
+@click.option("--device", default=None, help="e.g. gpu:0 or cpu:0. Default: the GPU when there is one.")
+@click.option(
+    "--split",
+    type=click.Choice(SPLIT_CHOICES),
+    default="all",
+    show_default=True,
+    help="One split only, into <backbone>-<layer>-<split>.h5 unless --out says otherwise.",
+)
+@images_option
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Feature file. Default: data/features/<backbone>-<layer>.h5.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing feature file made with other settings.")
+@params_option
+@scheduler_option
+@click.option("--workers", type=int, default=None, help="Start a local Dask cluster of this many processes.")
+def extract(backbone, layer, weights, batch_size, precision, device, split, images, out, overwrite, params_path, scheduler, workers):
+    """Extract CNN features of every prepared image into data/features/<backbone>-<layer>.h5.
+
+    Resumes an interrupted run, skips a file that is already complete with
+    the same settings, and refuses one made with other settings unless
+    --overwrite.
+    """
+    params = _load_params(params_path)
+    settings = override(
+        params, "extract", weights=weights, batch_size=batch_size, precision=precision,
+        device=device, scheduler=scheduler, workers=workers,
+    )["extract"]
+    settings["seed"] = params["seed"]
+    requests = _requests(backbone, layer, settings["backbones"], out)
+    if split != "all" and (settings["scheduler"] or settings["workers"]):
+        raise FeatpipeError("--split works in this process only; drop --scheduler/--workers (or extract.scheduler/workers)")
+    for name, chosen_layer, out_path in requests:
+        summary = extract_one(name, chosen_layer, out_path, images, settings, split, overwrite)
+        click.echo(format_summary(summary, name, settings["precision"]))
+
+
+def _load_params(params_path):
+    # Outside a project (the `extract` console script on a GPU box), no
+    # params.yaml means every default rather than an error.
+    if params_path == str(paths.PARAMS_FILE) and not Path(params_path).exists():
+        log.info("no %s here; using the default params", params_path)
+        return defaults()
+    return read_params(params_path)
+
+
+def _requests(backbone, layer, configured, out):
+    """``(backbone, layer, out_path)`` for each feature file to make."""
+    if backbone is None:
+        if layer or out:
+            raise FeatpipeError("--layer and --out need --backbone (without it, every extract.backbones entry is made)")
+        return [(entry["name"], entry.get("layer"), None) for entry in configured]
+    return [(backbone, layer, out)]
+
+
+def extract_one(backbone, layer, out, images, settings, split, overwrite):
+    """Build the extractor for one backbone and run it (locally or on Dask); the summary dict."""
+    from features.weights import RANDOM_WEIGHTS_WARNING
+
+    _check_request(backbone, layer, settings["weights"], images)
+    from features.engine import FeatureExtractor, extract_features
+
+    extractor = FeatureExtractor(
+        backbone=backbone, layer=layer, weights=settings["weights"], batch_size=settings["batch_size"],
+        precision=settings["precision"], device=settings["device"], seed=settings.get("seed", 0),
+    )
+    if str(settings["weights"]) == "none":
+        click.echo(RANDOM_WEIGHTS_WARNING, err=True)
+    if settings["scheduler"] or settings["workers"]:
+        return _extract_distributed(images, out, extractor, settings, overwrite)
+    extractor.fit()
+    out_path = Path(out) if out else default_out(extractor.backbone_.name, extractor.layer_, split)
+    splits = None if split == "all" else [split]
+    return extract_features(images, out_path, extractor, overwrite=overwrite, progress=True, splits=splits)
+
+
+def _check_request(backbone, layer, weights, images):
+    """Catch unknown names and missing files before Keras is imported (seconds) or a model built."""
+    from features.backbones import get_backbone, is_model_file
+    from features.weights import resolve_weights
+
+    if not is_model_file(backbone):
+        get_backbone(backbone).resolve_layer(layer)
+    elif not Path(backbone).exists():
+        raise FeatpipeError(f"model file not found: {backbone}")
+    resolve_weights(weights)
+    if not Path(images).exists():
+        raise FeatpipeError(f"image store not found: {images} (run `featpipe prepare` first, or pass --images)")
+
+
+def _extract_distributed(images, out, extractor, settings, overwrite):
+    from features.distributed import extract_distributed
+
+    extractor_layer = extractor.layer or _default_layer(extractor.backbone)
+    out_path = Path(out) if out else default_out(extractor.backbone, extractor_layer, "all")
+    return extract_distributed(
+        images, out_path, extractor, scheduler=settings["scheduler"], workers=settings["workers"],
+        shard_size=settings["shard_size"], overwrite=overwrite, progress=True,
+    )
+
+
+def _default_layer(backbone):
+    from features.backbones import get_backbone, is_model_file
+
+    if is_model_file(backbone):
+        raise FeatpipeError("--layer is required with a model file")
+    return get_backbone(backbone).default_layer
+
+
+def default_out(backbone, layer, split="all"):
+    """``data/features/<backbone>-<layer>.h5``, or ``...-<split>.h5`` for one split."""
+    path = paths.feature_file(backbone, layer)
+    return path if split == "all" else path.with_name(f"{path.stem}-{split}{path.suffix}")
+
+
+def format_summary(summary, backbone, precision):
+    """The lines printed after a feature file is made (or found up to date)."""
+    from features.weights import RANDOM_WEIGHTS_WARNING
+
+    rows = summary["rows"]
+    total = sum(rows.values()) if isinstance(rows, dict) else rows
+    per_split = ", ".join(f"{name} {count}" for name, count in rows.items()) if isinstance(rows, dict) else ""
+    if summary.get("skipped_because_complete"):
+        lines = [f"up to date: {summary['path']} ({total} rows x {summary['feature_dim']}, same settings); nothing to do"]
+    else:
+        rate = summary.get("images_per_second")
+        lines = [
+            f"wrote {summary['path']}",
+            f"  rows        {total} ({per_split})",
+            f"  dimension   {summary['feature_dim']} float32 ({backbone}, computed in {precision})",
+            f"  weights     {summary['weights']}",
+            f"  time        {summary['seconds']:.1f} s" + (f", {rate:.1f} images/s" if rate else ""),
+        ]
+        computed = summary.get("rows_computed", total)
+        if computed < total:
+            lines.append(f"  resumed     {total - computed} rows were already written by an earlier run")
+    if summary.get("weights") == "none":
+        lines.append(RANDOM_WEIGHTS_WARNING)
+    return "\n".join(lines)

@@ -1,0 +1,74 @@
+"""Turn stored uint8 images into what a backbone was trained on, inside the model.
+
+The steps, in order, for every backbone:
+
+1. cast uint8 to float32 (values stay 0-255);
+2. grayscale to 3 channels by repeating the one channel (and RGB to
+   grayscale for a user's one-channel model);
+3. resize to the backbone's input size with bilinear interpolation
+   (``keras.layers.Resizing``: no antialiasing, the aspect ratio is not
+   kept, so a non-square image is stretched);
+4. the backbone's own ``preprocess_input`` (VGG and ResNet50: ``caffe``,
+   RGB to BGR and the ImageNet channel means subtracted; MobileNetV2 and
+   InceptionV3: ``tf``, scaled to [-1, 1]; DenseNet121: ``torch``, scaled to
+   [0, 1] then ImageNet mean/std; EfficientNetB0 rescales inside itself).
+
+All of it is one Keras layer, so it runs in the compiled graph on the
+accelerator next to the forward pass; the host only ships small uint8
+batches. It always computes in float32, whatever the precision policy of the
+backbone after it.
+"""
+
+from features.backend import load_keras
+
+keras = load_keras()
+
+RESIZE_METHOD = "bilinear"
+RESIZE_DESCRIPTION = "bilinear (keras.layers.Resizing; no antialiasing; aspect ratio not kept)"
+
+
+class ResizeAndRescale(keras.layers.Layer):
+    """uint8 images of any stored size to a backbone's preprocessed float32 input.
+
+    Parameters
+    ----------
+    input_size : tuple of (height, width)
+        The backbone's input size.
+    in_channels, out_channels : {1, 3}
+        Channels stored and channels the backbone takes.
+    preprocess : callable or None
+        The backbone's ``preprocess_input``, applied to float32 0-255 RGB.
+
+    Call it on ``images`` of shape (n_samples, height, width, in_channels),
+    uint8; it returns float32 of shape (n_samples, *input_size, out_channels).
+    """
+
+    def __init__(self, input_size, in_channels, out_channels=3, preprocess=None, **kwargs):
+        super().__init__(dtype="float32", **kwargs)
+        height, width = input_size
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.resize = keras.layers.Resizing(height, width, interpolation=RESIZE_METHOD, dtype="float32")
+        self.preprocess = preprocess
+
+    def call(self, images):
+        x = keras.ops.cast(images, "float32")
+        x = match_channels(x, self.in_channels, self.out_channels)
+        x = self.resize(x)
+        if self.preprocess is not None:
+            x = self.preprocess(x)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.resize.height, self.resize.width, self.out_channels)
+
+
+def match_channels(x, in_channels, out_channels):
+    """Repeat a gray channel to RGB, or average RGB to gray (ITU-R 601 weights)."""
+    if in_channels == out_channels:
+        return x
+    if in_channels == 1 and out_channels == 3:
+        return keras.ops.repeat(x, 3, axis=-1)
+    if in_channels == 3 and out_channels == 1:
+        return keras.ops.image.rgb_to_grayscale(x)
+    raise ValueError(f"cannot turn {in_channels}-channel images into {out_channels}-channel input")

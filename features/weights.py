@@ -1,0 +1,154 @@
+"""Where a backbone's weights come from, and their SHA-256.
+
+Three choices, never swapped for one another behind the user's back:
+
+- ``"imagenet"``: the file Keras keeps in its cache, ``~/.keras/models/``
+  (``$KERAS_HOME/models/`` when set), downloaded if it can be. Offline and
+  not cached, extraction stops and says which file to put where.
+- ``"none"``: random initialisation from the seed. For tests and smoke
+  runs; the features mean nothing, and every output says so.
+- a path to a weights file: Keras' ``.weights.h5`` or the applications'
+  legacy ``.h5`` (e.g. a copy of the ImageNet file), loaded into the full
+  model (with its top).
+
+The SHA-256 identifies the numbers: of the weights file for ``imagenet``
+and a path, and of the initial weight values themselves for ``none`` (so two
+seeds make two identities).
+"""
+
+import contextlib
+import dataclasses
+import hashlib
+import os
+import re
+import sys
+import warnings
+from pathlib import Path
+
+from features.errors import FeatpipeError
+
+RANDOM_WEIGHTS_WARNING = "WARNING: random weights (--weights none): these features are not ImageNet features"
+
+_HASH_BLOCK = 1 << 22
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightsChoice:
+    """A resolved ``weights`` request.
+
+    ``label`` is what the feature file's ``weights`` attribute says;
+    ``keras_argument`` is what the Keras application builder takes
+    (``"imagenet"``, ``None`` or a path).
+    """
+
+    label: str
+    keras_argument: object
+    path: Path = None
+
+    @property
+    def is_random(self):
+        return self.label == "none"
+
+
+def resolve_weights(weights):
+    """Check a ``weights`` request before any model is built.
+
+    Parameters
+    ----------
+    weights : str or path-like or None
+        ``"imagenet"``, ``"none"`` (``None`` means the same) or a path.
+    """
+    if weights is None or str(weights) == "none":
+        return WeightsChoice("none", None)
+    if str(weights) == "imagenet":
+        return WeightsChoice("imagenet", "imagenet")
+    path = Path(weights)
+    if not path.is_file():
+        raise FeatpipeError(
+            f"weights file not found: {path}; expected 'imagenet', 'none' or the path of a .h5 / .weights.h5 file"
+        )
+    if not path.name.endswith(".h5"):
+        raise FeatpipeError(f"weights file {path}: expected a Keras .weights.h5 or .h5 file, got {path.suffix or 'no suffix'!r}")
+    return WeightsChoice(str(weights), str(path), path)
+
+
+def keras_cache_dir():
+    """Where Keras keeps downloaded application weights: ``<keras home>/models``."""
+    if "keras" in sys.modules:
+        # Keras fixes its home when imported; ask it rather than guess.
+        from keras.src.backend.config import keras_home
+
+        return Path(keras_home()).expanduser() / "models"
+    home = os.environ.get("KERAS_HOME")
+    if not home:
+        # Keras' own rule: ~/.keras, or /tmp/.keras when the home folder is read-only.
+        home = Path.home() / ".keras" if os.access(Path.home(), os.W_OK) else Path("/tmp/.keras")
+    return Path(home).expanduser() / "models"
+
+
+def file_sha256(path):
+    """SHA-256 of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(_HASH_BLOCK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def values_sha256(model):
+    """SHA-256 of a model's weight values, in order: the identity of random weights."""
+    digest = hashlib.sha256()
+    for array in model.get_weights():
+        digest.update(str(array.shape).encode())
+        digest.update(array.astype(array.dtype.newbyteorder("<")).tobytes())
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def strict_weight_loading():
+    """Turn Keras' warnings about unmatched parts of a weights file into errors.
+
+    Keras may warn, then keep random values, for parts of a file it can't
+    match: a silent fallback, which featpipe never allows.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", category=UserWarning, module=r"keras\.src\.(saving|legacy)")
+        yield
+
+
+def build_with_weights(backbone, keras, choice):
+    """Build ``backbone``'s full Keras application with the weights ``choice`` names.
+
+    Offline ImageNet weights end in a :class:`FeatpipeError` that names the file
+    Keras wanted; a weights file that doesn't fit the model ends in one too.
+
+    Returns
+    -------
+    model : keras.Model
+    sha256 : str
+    """
+    if choice.is_random:
+        model = backbone.build(keras, None)
+        return model, values_sha256(model)
+    try:
+        with strict_weight_loading():
+            model = backbone.build(keras, choice.keras_argument)
+    except Exception as error:  # Keras reports a failed download or a bad file as bare Exception / ValueError
+        raise _weights_error(backbone, choice, error) from None
+    if choice.label == "imagenet":
+        return model, file_sha256(keras_cache_dir() / backbone.imagenet_file)
+    return model, file_sha256(choice.path)
+
+
+def _weights_error(backbone, choice, error):
+    message = str(error)
+    if choice.label == "imagenet" and "URL fetch failure" in message:
+        url = re.search(r"URL fetch failure on (\S+): ", message)
+        wanted = url.group(1).rsplit("/", 1)[-1] if url else backbone.imagenet_file
+        origin = f" from {url.group(1)}" if url else ""
+        return FeatpipeError(
+            f"ImageNet weights for {backbone.name} are not cached and could not be downloaded (offline?): "
+            f"put {wanted}{origin} into {keras_cache_dir()}/, or pass --weights PATH to a copy of it"
+        )
+    first_line = message.strip().splitlines()[0] if message.strip() else type(error).__name__
+    return FeatpipeError(f"cannot load {choice.label} weights into {backbone.name}: {first_line}")
