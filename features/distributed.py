@@ -1,0 +1,450 @@
+"""Feature extraction spread over Dask distributed workers.
+
+The image store is cut into shards of ``shard_size`` rows, one Dask task
+each. A worker builds the backbone once and keeps it for every shard it gets;
+each shard's features go to their own part file, written aside and renamed,
+in a folder beside the output::
+
+    data/features/vgg16-fc2.h5.parts/identity.json
+    data/features/vgg16-fc2.h5.parts/train-0000000000-0000001024-<identity digest>.npy
+    ...
+
+A part is named by its row range and appears whole or not at all, so a task
+that Dask recomputes after its worker died cannot lose or double a row. The
+client appends finished parts to the feature file in row order as they
+arrive (so the join overlaps the extraction), then renames the file into
+place and removes the folder. A rerun after the client itself was killed
+reuses every part on disk and every row already appended, provided the
+folder's ``identity.json`` matches this run's settings.
+
+Workers need the image store and the output folder at the same paths as the
+client (a shared filesystem) and the same featpipe version.
+"""
+
+import collections
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+
+from features.cluster import dask_client, dashboard_link
+from features.errors import FeatpipeError
+from features.feature_store import FeatureWriter, identity, identity_mismatch
+from features.image_store import SPLITS, ImageStore
+
+log = logging.getLogger(__name__)
+
+Shard = collections.namedtuple("Shard", "split start stop")
+
+IDENTITY_FILE = "identity.json"
+TASK_RETRIES = 1
+
+
+def extract_distributed(
+    image_store_path, out_path, extractor, *, scheduler=None, workers=None, shard_size=1024, overwrite=False, progress=True
+):
+    """Extract features of every image in the store on a Dask cluster into one feature file.
+
+    Parameters
+    ----------
+    image_store_path : path-like
+        ``images.h5``; every worker must see it at this path.
+    out_path : path-like
+        The feature file to write; its folder must be shared with the workers.
+    extractor : FeatureExtractor
+        Unfitted is fine (and cheaper to ship): each worker fits its own copy once.
+    scheduler : str, optional
+        Address of a running Dask scheduler (``tcp://host:8786``).
+    workers : int, optional
+        Without ``scheduler``: start a local cluster of this many processes.
+    shard_size : int
+        Rows per Dask task, rounded up to a multiple of the extractor's
+        ``batch_size`` (a short batch costs a whole one).
+    overwrite : bool
+        Replace an existing feature file made with other settings.
+    progress : bool
+        Show one progress bar over all shards, and the dashboard link.
+
+    Returns
+    -------
+    dict
+        The summary :func:`features.engine.extract_features` returns, plus
+        ``shards``, ``shards_reused``, ``workers`` and ``setup_seconds``
+        (cluster start and model builds, not in ``seconds``).
+    """
+    if not isinstance(shard_size, int) or shard_size < 1:
+        raise FeatpipeError(f"shard_size: expected an integer >= 1, got {shard_size!r}")
+    shard_size = _whole_batches(shard_size, extractor.get_params().get("batch_size") or 1)
+    image_store_path, out_path = Path(image_store_path).absolute(), Path(out_path).absolute()
+    started = time.perf_counter()
+    with ImageStore(image_store_path) as store:
+        fingerprint = store.fingerprint
+        splits = {name: (store.labels(name), store.ids(name)) for name in SPLITS}
+    with dask_client(scheduler, workers) as client:
+        if progress:
+            _announce(client)
+        attrs = worker_attributes(client, extractor, image_store_path, fingerprint)
+        setup_seconds = time.perf_counter() - started
+        with FeatureWriter(out_path, attrs=attrs, splits=splits, overwrite=overwrite) as writer:
+            if writer.already_complete:
+                shutil.rmtree(parts_folder(out_path), ignore_errors=True)
+                return _summary(attrs, out_path, splits, Progress(0, 0, 0, 0.0), setup_seconds, client, skipped=True)
+            done = _extract_shards(client, writer, extractor, image_store_path, splits, shard_size, progress)
+            writer.finish()
+        shutil.rmtree(parts_folder(out_path), ignore_errors=True)
+        return _summary(attrs, out_path, splits, done, setup_seconds, client)
+
+
+def _whole_batches(shard_size, batch_size):
+    """``shard_size`` rounded up to whole batches: a shard's short last batch is padded, so computed twice over."""
+    rounded = -(-shard_size // batch_size) * batch_size
+    if rounded != shard_size:
+        log.info("shard_size %d rounded up to %d, a multiple of batch_size %d", shard_size, rounded, batch_size)
+    return rounded
+
+
+Progress = collections.namedtuple("Progress", "shards reused rows_computed seconds")
+
+
+def _extract_shards(client, writer, extractor, image_store_path, splits, shard_size, progress):
+    """Bring every row the writer lacks from the workers (or from parts on disk) into it."""
+    started = time.perf_counter()
+    parts = PartFolder(parts_folder(writer.path), writer.attrs)
+    every_shard = plan_shards({name: len(labels) for name, (labels, _) in splits.items()}, shard_size)
+    shards = [shard for shard in every_shard if shard.stop > writer.rows_done(shard.split)]
+    join = ShardJoin(writer, shards, parts)
+    todo = [shard for shard in shards if not join.offer_existing(shard)]
+    rows = sum(shard.stop - max(shard.start, writer.rows_done(shard.split)) for shard in todo)
+    if todo:
+        _run_shards(client, extractor, image_store_path, todo, parts, join, total=len(every_shard), progress=progress)
+    return Progress(len(every_shard), len(every_shard) - len(todo), rows, time.perf_counter() - started)
+
+
+def parts_folder(out_path):
+    """``<out>.parts``: where the shards of ``out_path`` wait to be joined."""
+    out_path = Path(out_path)
+    return out_path.with_name(out_path.name + ".parts")
+
+
+def plan_shards(num_rows, shard_size):
+    """Shards of ``shard_size`` rows over every split, in row order.
+
+    Boundaries are multiples of ``shard_size`` whatever was done before, so
+    a rerun names its parts as the first run did.
+    """
+    return [
+        Shard(split, start, min(start + shard_size, total))
+        for split, total in num_rows.items()
+        for start in range(0, total, shard_size)
+    ]
+
+
+class PartFolder:
+    """The folder of part files, valid only for one set of identity attributes.
+
+    A folder left by a run with other settings (another backbone, weights,
+    image store...) holds other numbers: it is emptied, never reused.
+    """
+
+    def __init__(self, path, attrs):
+        self.path = Path(path)
+        self.feature_dim = int(attrs["feature_dim"])
+        wanted = identity(attrs)
+        text = json.dumps(wanted, sort_keys=True)
+        # In every part's name: a task still running for an earlier run with
+        # other settings can never leave a part this run would take.
+        self.digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+        found = self._recorded_identity()
+        if found is None or identity_mismatch(wanted, found) is not None:
+            if self.path.exists():
+                log.info("discarding %s: its parts were made with other settings", self.path)
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.path.mkdir(parents=True)
+            _write_atomically(self.path / IDENTITY_FILE, text.encode())
+
+    def _recorded_identity(self):
+        try:
+            return json.loads((self.path / IDENTITY_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def part(self, shard):
+        return self.path / f"{shard.split}-{shard.start:010d}-{shard.stop:010d}-{self.digest}.npy"
+
+    def load(self, shard):
+        """The shard's features, or ``None`` when its part is missing or malformed."""
+        try:
+            rows = np.load(self.part(shard), mmap_mode="r")
+        except (OSError, ValueError):
+            return None
+        if rows.shape != (shard.stop - shard.start, self.feature_dim) or rows.dtype != np.float32:
+            log.warning("ignoring %s: shape %s, expected %s", self.part(shard), rows.shape, (shard.stop - shard.start, self.feature_dim))
+            return None
+        return np.asarray(rows)
+
+    def remove(self):
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+class ShardJoin:
+    """Append parts to the feature file in row order, as soon as each one's turn comes."""
+
+    def __init__(self, writer, shards, parts):
+        self.writer = writer
+        self.parts = parts
+        self.queue = collections.deque(shards)
+        self.ready = set()
+
+    def offer_existing(self, shard):
+        """Take the shard's part from an earlier run if it is on disk; say whether it was."""
+        if self.parts.load(shard) is None:
+            return False
+        self.finished(shard)
+        return True
+
+    def finished(self, shard):
+        self.ready.add(shard)
+        while self.queue and self.queue[0] in self.ready:
+            self._append(self.queue.popleft())
+
+    def _append(self, shard):
+        rows = self.parts.load(shard)
+        if rows is None:
+            raise FeatpipeError(f"part {self.parts.part(shard)} vanished or is damaged; rerun to recompute it")
+        skip = max(0, self.writer.rows_done(shard.split) - shard.start)
+        self.writer.append(shard.split, rows[skip:])
+        self.ready.discard(shard)
+        self.parts.part(shard).unlink(missing_ok=True)
+
+
+def _run_shards(client, extractor, image_store_path, shards, parts, join, *, total, progress):
+    """One Dask task per shard; each finished part joins the file as soon as its turn comes."""
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    pending = {
+        client.submit(
+            extract_shard, extractor, str(image_store_path), shard, str(parts.part(shard)),
+            key=f"featpipe-shard-{shard.split}-{shard.start}-{uuid.uuid4().hex[:8]}", retries=TASK_RETRIES,
+            # Earlier rows first, so the join keeps pace and few parts wait on disk.
+            priority=len(shards) - index,
+        ): shard
+        for index, shard in enumerate(shards)
+    }
+    try:
+        with tqdm(total=total, initial=total - len(shards), unit="shard", desc="shards", disable=not progress, file=sys.stderr) as bar:
+            for future in as_completed(list(pending), loop=client.loop):
+                # Dropping a finished future lets its worker forget it: if that
+                # worker dies later, Dask has no result to recompute.
+                shard = pending.pop(future)
+                _raise_for_shard(future, shard)
+                join.finished(shard)
+                bar.update()
+    finally:
+        client.cancel(list(pending))
+
+
+def _announce(client):
+    """Say where the work goes, before the workers spend a while loading the backbone."""
+    workers = len(client.scheduler_info()["workers"])
+    print(f"Dask: {workers} worker(s) at {client.scheduler.address}; each loads the backbone once", file=sys.stderr)
+    link = dashboard_link(client)
+    if link:
+        print(f"Dask dashboard: {link}", file=sys.stderr)
+
+
+def _raise_for_shard(future, shard):
+    from distributed.scheduler import KilledWorker
+
+    try:
+        future.result()
+    except KilledWorker:
+        raise FeatpipeError(
+            f"shard {shard.split} rows {shard.start}-{shard.stop} killed every worker that ran it "
+            "(out of memory? see the worker logs); rerun to resume, perhaps with a smaller shard_size"
+        ) from None
+
+
+def worker_attributes(client, extractor, image_store_path, fingerprint):
+    """The feature file's root attributes, as every worker computes them.
+
+    Each worker fits its extractor here (and keeps it for its shards), so the
+    backbones load in parallel before any shard is sent. A worker that sees
+    another image store, or would compute other numbers (other weights or
+    software), is named.
+    """
+    futures = {
+        address: client.submit(
+            # Loose: if this worker dies meanwhile, another answers.
+            _attributes_on_worker, extractor, str(image_store_path), workers=[address], allow_other_workers=True, pure=False
+        )
+        for address in sorted(client.scheduler_info()["workers"])
+    }
+    found = {address: _result_on(address, future) for address, future in futures.items()}
+    first, attrs = next(iter(found.items()))
+    for address, other in found.items():
+        if other["image_store_fingerprint"] != fingerprint:
+            raise FeatpipeError(
+                f"Dask worker {address} sees another image store at {image_store_path}; "
+                "workers need the client's files at the same paths (a shared filesystem)"
+            )
+        differs = identity_mismatch(attrs, other)
+        if differs:
+            raise FeatpipeError(
+                f"Dask workers {first} and {address} disagree on {differs} ({attrs[differs]!r} vs {other[differs]!r}); "
+                "every worker needs the same featpipe, Keras and weights"
+            )
+    return attrs
+
+
+def _result_on(address, future):
+    try:
+        return future.result()
+    except FeatpipeError as error:
+        raise FeatpipeError(f"on Dask worker {address}: {error}") from None
+
+
+# -- on the workers ---------------------------------------------------------
+
+_fitted = {}
+_fitting = threading.Lock()
+
+
+def fitted_extractor(extractor, store):
+    """This worker process's fitted copy of ``extractor``: the backbone loads once per process.
+
+    The first call also runs one image through it, so the compiled function
+    is traced before several task threads call it at once. Only the latest
+    extractor is kept: a long-lived cluster serving one backbone after
+    another holds one model at a time in memory.
+    """
+    params = extractor.get_params()
+    key = json.dumps(params, sort_keys=True, default=str)
+    with _fitting:
+        if key not in _fitted:
+            _fitted.clear()
+            shield = _private_keras_seeds(params.get("seed") or 0) if params.get("weights") == "none" else contextlib.nullcontext()
+            with shield:
+                fitted = extractor.fit()
+            fitted.transform(np.zeros((1,) + store.image_shape(), np.uint8))
+            _fitted[key] = fitted
+        return _fitted[key]
+
+
+@contextlib.contextmanager
+def _private_keras_seeds(seed):
+    """Give Keras a Python RNG of its own while a model is built.
+
+    Keras draws the seed of every unseeded initializer from Python's global
+    ``random``, which a Dask worker's own threads draw from too (heartbeat
+    jitter): ``weights="none"`` would then differ from worker to worker and
+    from a plain run. Seeded as ``keras.utils.set_random_seed(seed)`` seeds
+    the global one, the private RNG gives the plain run's weights. (This
+    belongs in the engine's build of random weights; until it is there, the
+    workers do it.)
+    """
+    try:
+        from keras.src.random import seed_generator
+    except ImportError:  # another Keras layout: nothing to shield
+        yield
+        return
+    with mock.patch.object(seed_generator, "python_random", random.Random(seed)):
+        yield
+
+
+def _attributes_on_worker(extractor, image_store_path):
+    with _open_store(image_store_path) as store:
+        return fitted_extractor(extractor, store).file_attributes(store)
+
+
+def extract_shard(extractor, image_store_path, shard, part_path):
+    """Extract one shard's rows and write them to ``part_path`` atomically; return the path."""
+    part_path = Path(part_path)
+    if not part_path.parent.is_dir():
+        raise FeatpipeError(
+            f"Dask worker {_worker_address()} cannot see the folder {part_path.parent}; "
+            "workers need the client's output folder at the same path (a shared filesystem)"
+        )
+    with _open_store(image_store_path) as store:
+        rows = _shard_rows(fitted_extractor(extractor, store), store, shard)
+    _write_atomically(part_path, _npy_bytes(rows))
+    return str(part_path)
+
+
+def _shard_rows(fitted, store, shard):
+    from features.engine import iter_feature_batches
+
+    rows = np.empty((shard.stop - shard.start, fitted.feature_dim_), dtype=np.float32)
+    for start, batch in iter_feature_batches(fitted, store, shard.split, shard.start, shard.stop):
+        rows[start - shard.start : start - shard.start + len(batch)] = batch
+    return rows
+
+
+def _worker_address():
+    from distributed import get_worker
+
+    try:
+        return get_worker().address
+    except ValueError:  # not on a worker (called directly, e.g. in a test)
+        return "(none)"
+
+
+def _open_store(path):
+    if not os.path.exists(path):
+        raise FeatpipeError(
+            f"Dask worker {_worker_address()} cannot see the image store {path}; "
+            "workers need the client's files at the same paths (a shared filesystem)"
+        )
+    return ImageStore(path)
+
+
+def _npy_bytes(rows):
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, rows)
+    return buffer.getvalue()
+
+
+def _write_atomically(path, data):
+    """Write ``data`` beside ``path`` under a unique name, then rename: readers see all or nothing."""
+    aside = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(aside, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(aside, path)
+    except BaseException:
+        aside.unlink(missing_ok=True)
+        raise
+
+
+def _summary(attrs, out_path, splits, done, setup_seconds, client, skipped=False):
+    """The summary :func:`features.engine.extract_features` gives, plus the cluster's part."""
+    return {
+        "rows": {name: len(labels) for name, (labels, _) in splits.items()},
+        "rows_computed": done.rows_computed,
+        "feature_dim": int(attrs["feature_dim"]),
+        "seconds": round(done.seconds, 3),
+        "images_per_second": round(done.rows_computed / done.seconds, 2) if done.seconds > 0 else None,
+        "path": str(out_path),
+        "weights": attrs["weights"],
+        "random_weights": attrs["weights"] == "none",
+        "skipped_because_complete": skipped,
+        "shards": done.shards,
+        "shards_reused": done.reused,
+        "workers": len(client.scheduler_info()["workers"]),
+        "setup_seconds": round(setup_seconds, 3),
+    }

@@ -1,0 +1,119 @@
+"""Connecting to Dask: unreachable schedulers and unfit workers are refused up front."""
+
+import socket
+import sys
+import time
+
+import pytest
+
+from features import cluster
+from features.cluster import check_workers, dask_client
+from features.errors import FeatpipeError
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def local_cluster():
+    """Two worker processes on 127.0.0.1, shared by this module's tests."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0") as running:
+        yield running
+
+
+def test_unreachable_scheduler_is_one_line_naming_it():
+    address = f"tcp://127.0.0.1:{free_port()}"
+    started = time.perf_counter()
+    with pytest.raises(FeatpipeError, match=f"cannot reach the Dask scheduler at {address}") as error:
+        with dask_client(scheduler=address, connect_timeout=0.5):
+            pass
+    assert "\n" not in str(error.value)
+    assert time.perf_counter() - started < 5
+
+
+def test_malformed_address_is_refused():
+    with pytest.raises(FeatpipeError, match="cannot reach the Dask scheduler at nonsense://x: unknown address scheme"):
+        with dask_client(scheduler="nonsense://x"):
+            pass
+
+
+def test_scheduler_and_local_workers_together_are_refused():
+    with pytest.raises(FeatpipeError, match="not both"):
+        with dask_client(scheduler="tcp://127.0.0.1:8786", workers=2):
+            pass
+
+
+def test_connects_and_checks_workers(local_cluster):
+    with dask_client(scheduler=local_cluster.scheduler_address) as client:
+        assert len(client.scheduler_info()["workers"]) == 2
+        assert all(found["featpipe"] == cluster.worker_software()["featpipe"] for found in check_workers(client).values())
+    assert client.status == "closed"
+
+
+def test_other_featpipe_version_on_workers_is_named(local_cluster, monkeypatch):
+    # The client claims another version; the workers, running the real code, disagree.
+    monkeypatch.setattr("pipeline.__version__", "9.9.9")
+    with pytest.raises(FeatpipeError, match=r"Dask worker\(s\) tcp://127\.0\.0\.1:\d+ \(0\.1\.0\), tcp://.* run featpipe other than this client's 9\.9\.9"):
+        with dask_client(scheduler=local_cluster.scheduler_address):
+            pass
+
+
+def test_other_keras_backend_on_workers_is_named(local_cluster, monkeypatch):
+    monkeypatch.setattr(cluster, "keras_backend_name", lambda: "jax")
+    with pytest.raises(FeatpipeError, match="run Keras backend other than this client's jax"):
+        with dask_client(scheduler=local_cluster.scheduler_address):
+            pass
+
+
+def hide_featpipe():
+    """Make this worker process unable to import featpipe, as if it were not installed."""
+
+    class Missing:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("features", "pipeline", "classifiers"):
+                raise ModuleNotFoundError(f"No module named {name!r}")
+            return None
+
+    sys.meta_path.insert(0, Missing())
+    for name in [name for name in sys.modules if name.split(".")[0] in ("features", "pipeline", "classifiers")]:
+        del sys.modules[name]
+
+
+@pytest.mark.slow
+def test_worker_without_featpipe_is_named():
+    import cloudpickle
+    from distributed import Client, LocalCluster
+
+    # The probe must reach the worker by value: featpipe's own modules are what it lacks.
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0") as running:
+            with Client(running) as client:
+                broken = sorted(client.scheduler_info()["workers"])[0]
+                client.run(hide_featpipe, workers=[broken])
+                with pytest.raises(FeatpipeError, match=f"Dask worker\\(s\\) {broken} cannot run featpipe .*No module named"):
+                    check_workers(client)
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+def test_scheduler_without_workers_is_said(monkeypatch):
+    from distributed import LocalCluster
+
+    monkeypatch.setattr(cluster, "WORKER_WAIT_S", 0.5)
+    with LocalCluster(n_workers=0, host="127.0.0.1", dashboard_address=":0") as empty:
+        with pytest.raises(FeatpipeError, match=f"{empty.scheduler_address} has no workers .* `dask worker {empty.scheduler_address}`"):
+            with dask_client(scheduler=empty.scheduler_address):
+                pass
+
+
+def test_local_cluster_of_n_workers_on_loopback():
+    with dask_client(workers=2, threads_per_worker=1) as client:
+        addresses = list(client.scheduler_info()["workers"])
+        assert len(addresses) == 2 and all(address.startswith("tcp://127.0.0.1:") for address in addresses)
+        assert cluster.dashboard_link(client).startswith("http://127.0.0.1:")
