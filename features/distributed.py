@@ -22,19 +22,16 @@ client (a shared filesystem) and the same featpipe version.
 """
 
 import collections
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import random
 import shutil
 import sys
 import threading
 import time
 import uuid
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 
@@ -334,33 +331,10 @@ def fitted_extractor(extractor, store):
     with _fitting:
         if key not in _fitted:
             _fitted.clear()
-            shield = _private_keras_seeds(params.get("seed") or 0) if params.get("weights") == "none" else contextlib.nullcontext()
-            with shield:
-                fitted = extractor.fit()
+            fitted = extractor.fit()
             fitted.transform(np.zeros((1,) + store.image_shape(), np.uint8))
             _fitted[key] = fitted
         return _fitted[key]
-
-
-@contextlib.contextmanager
-def _private_keras_seeds(seed):
-    """Give Keras a Python RNG of its own while a model is built.
-
-    Keras draws the seed of every unseeded initializer from Python's global
-    ``random``, which a Dask worker's own threads draw from too (heartbeat
-    jitter): ``weights="none"`` would then differ from worker to worker and
-    from a plain run. Seeded as ``keras.utils.set_random_seed(seed)`` seeds
-    the global one, the private RNG gives the plain run's weights. (This
-    belongs in the engine's build of random weights; until it is there, the
-    workers do it.)
-    """
-    try:
-        from keras.src.random import seed_generator
-    except ImportError:  # another Keras layout: nothing to shield
-        yield
-        return
-    with mock.patch.object(seed_generator, "python_random", random.Random(seed)):
-        yield
 
 
 def _attributes_on_worker(extractor, image_store_path):

@@ -20,10 +20,12 @@ import contextlib
 import dataclasses
 import hashlib
 import os
+import random
 import re
 import sys
 import warnings
 from pathlib import Path
+from unittest import mock
 
 from features.errors import FeatpipeError
 
@@ -113,6 +115,27 @@ def strict_weight_loading():
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("error", category=UserWarning, module=r"keras\.src\.(saving|legacy)")
+        yield
+
+
+@contextlib.contextmanager
+def seeded_initialisation(keras, seed):
+    """Make random initial weights a function of ``seed`` alone, in any process.
+
+    ``keras.utils.set_random_seed`` seeds Python's global ``random``, from
+    which Keras draws the seed of every unseeded initializer; but other
+    threads draw from it too (a Dask worker's heartbeat jitter), so on a
+    worker the weights would differ from a plain run's. While the model is
+    built, Keras gets a ``random.Random(seed)`` of its own, which gives the
+    same draws as the freshly seeded global one.
+    """
+    keras.utils.set_random_seed(seed)
+    try:
+        from keras.src.random import seed_generator
+    except ImportError:  # another Keras layout: nothing to shield
+        yield
+        return
+    with mock.patch.object(seed_generator, "python_random", random.Random(seed)):
         yield
 
 

@@ -51,7 +51,11 @@ SPLIT_CHOICES = ("train", "test", "all")
 @params_option
 @scheduler_option
 @click.option("--workers", type=int, default=None, help="Start a local Dask cluster of this many processes.")
-def extract(backbone, layer, weights, batch_size, precision, device, split, images, out, overwrite, params_path, scheduler, workers):
+@click.option("--shard-size", type=int, default=None, help="Rows per Dask task  [extract.shard_size]")
+def extract(
+    backbone, layer, weights, batch_size, precision, device, split, images, out, overwrite, params_path, scheduler, workers,
+    shard_size,
+):
     """Extract CNN features of every prepared image into data/features/<backbone>-<layer>.h5.
 
     Resumes an interrupted run, skips a file that is already complete with
@@ -61,9 +65,14 @@ def extract(backbone, layer, weights, batch_size, precision, device, split, imag
     params = _load_params(params_path)
     settings = override(
         params, "extract", weights=weights, batch_size=batch_size, precision=precision,
-        device=device, scheduler=scheduler, workers=workers,
+        device=device, scheduler=scheduler, workers=workers, shard_size=shard_size,
     )["extract"]
     settings["seed"] = params["seed"]
+    # A cluster named on the command line replaces the one params.yaml names.
+    if scheduler and workers is None:
+        settings["workers"] = None
+    if workers and scheduler is None:
+        settings["scheduler"] = None
     requests = _requests(backbone, layer, settings["backbones"], out)
     if split != "all" and (settings["scheduler"] or settings["workers"]):
         raise FeatpipeError("--split works in this process only; drop --scheduler/--workers (or extract.scheduler/workers)")
