@@ -150,7 +150,7 @@ SCHEMA = {
                 "scale",
             ),
             "pca_components": integer(minimum=1, default=None, nullable=True),
-            "max_rbf_samples": integer(minimum=1, default=20000),
+            "max_rbf_samples": integer(minimum=1, default=10000),
         },
         "dense": {
             "hidden_units": list_of(lambda v: isinstance(v, int) and v > 0, "positive integers", [256], min_length=0),

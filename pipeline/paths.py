@@ -19,6 +19,7 @@ METRICS_DIR = REPORTS_DIR / "metrics"
 PLOTS_DIR = REPORTS_DIR / "plots"
 REPORT_FILE = REPORTS_DIR / "report.md"
 BASELINE_METRICS = METRICS_DIR / "pixel_rf.json"
+ACCURACY_CHART = PLOTS_DIR / "accuracy.png"
 
 
 def feature_file(backbone, layer):
@@ -29,3 +30,42 @@ def feature_file(backbone, layer):
 def feature_name(path):
     """``vgg16-fc2`` for ``data/features/vgg16-fc2.h5``: the name models and metrics go by."""
     return Path(path).stem
+
+
+def feature_files(backbones):
+    """The feature file of each ``extract.backbones`` entry, a missing layer resolved as extract does."""
+    from features.backbones import get_backbone, is_model_file
+    from features.errors import FeatpipeError
+
+    files = []
+    for entry in backbones:
+        layer = entry.get("layer")
+        if layer is None and is_model_file(entry["name"]):
+            raise FeatpipeError(f"extract.backbones: {entry['name']} is a model file and needs a layer")
+        files.append(feature_file(entry["name"], layer or get_backbone(entry["name"]).resolve_layer(None)))
+    return files
+
+
+# One trained model's files go by its name: ``<features>-<classifier>`` (``vgg16-fc2-rf``),
+# or ``pixel_rf`` for the baseline.
+
+
+def model_name(feature_path, classifier):
+    """``vgg16-fc2-rf`` for ``data/features/vgg16-fc2.h5`` and ``rf``."""
+    return f"{feature_name(feature_path)}-{classifier}"
+
+
+def model_file(name, suffix):
+    """``data/models/<name>/model<suffix>``; ``model.json`` beside it says what it is."""
+    return MODELS_DIR / name / f"model{suffix}"
+
+
+def metrics_file(name):
+    """``reports/metrics/<name>.json``."""
+    return METRICS_DIR / f"{name}.json"
+
+
+def confusion_files(name):
+    """``reports/plots/<name>-confusion.csv`` (DVC confusion plot) and its ``.png``."""
+    return PLOTS_DIR / f"{name}-confusion.csv", PLOTS_DIR / f"{name}-confusion.png"
+

@@ -1,11 +1,186 @@
-"""The `train` stage. (Placeholder: being built.)"""
+"""The `train` stage: every classifier on every feature file, scored on the test split.
+
+For each feature file (default: one per ``extract.backbones`` entry) and each
+classifier (default: ``train.classifiers``) it writes::
+
+    data/models/<features>-<classifier>/model.joblib   (model.keras for the dense head)
+    reports/metrics/<features>-<classifier>.json
+    reports/plots/<features>-<classifier>-confusion.csv   (DVC confusion plot)
+    reports/plots/<features>-<classifier>-confusion.png
+
+``<features>`` is the feature file's stem, e.g. ``vgg16-fc2``. Everything is
+checked before the first fit: the files are complete, made from the current
+image store, and fit for every classifier asked for.
+"""
 
 import click
 
 from features.errors import FeatpipeError
+from pipeline import paths
+from pipeline.options import images_option, params_option, read_params, scheduler_option
+
+# scikit-learn, h5py and the classifiers are imported where they are used, so
+# that `featpipe --help` does not pay for them.
+
+
+def store_description(images):
+    """The image store's class names and :func:`~classifiers.evaluation.data_record`, plus its path."""
+    from classifiers.evaluation import data_record
+    from features.image_store import ImageStore
+
+    with ImageStore(images) as store:
+        return {"path": str(images), "class_names": store.class_names, **data_record(store.attrs)}
+
+
+def check_matches_store(path, metadata, store):
+    """Refuse a feature file made from another image store than ``store``."""
+    if metadata.get("image_store_fingerprint") != store["image_store_fingerprint"]:
+        raise FeatpipeError(
+            f"{path} was extracted from another image store than {store['path']} "
+            f"(fingerprint {str(metadata.get('image_store_fingerprint'))[:12]} vs "
+            f"{store['image_store_fingerprint'][:12]}); rerun `featpipe extract`"
+        )
+    if list(metadata.get("class_names", [])) != store["class_names"]:
+        raise FeatpipeError(
+            f"{path} has class names {list(metadata.get('class_names', []))} but {store['path']} has "
+            f"{store['class_names']}; rerun `featpipe extract`"
+        )
+
+
+def train_labels(path):
+    """The training labels of a complete feature file (refusing missing or incomplete ones)."""
+    import h5py
+
+    from features.feature_store import read_metadata
+
+    metadata = read_metadata(path)
+    if not metadata.get("complete"):
+        raise FeatpipeError(f"feature file {path} is incomplete; rerun `featpipe extract` to finish it")
+    with h5py.File(path, "r") as file:
+        return metadata, file["train"]["labels"][:]
+
+
+def check_plan(feature_paths, names, settings, seed, store):
+    """Everything that can be checked before the first fit; returns each file's metadata.
+
+    Refuses unknown classifiers, missing, incomplete or mismatched feature
+    files, single-class training sets, sizes a classifier refuses (an RBF
+    SVM past ``max_rbf_samples``) and bad search grids or folds.
+    """
+    from classifiers import build, check_names
+    from classifiers.evaluation import check_labels
+    from classifiers.search import check_folds, check_grid
+
+    check_names(names)
+    search = settings["search"]
+    plans = []
+    for path in feature_paths:
+        metadata, labels = train_labels(path)
+        check_matches_store(path, metadata, store)
+        check_labels(labels, f"{path} train")
+        for name in names:
+            estimator = build(name, seed, **settings.get(name, {}))
+            if hasattr(estimator, "check_size"):
+                try:
+                    estimator.check_size(len(labels))
+                except FeatpipeError as error:
+                    raise FeatpipeError(f"{path}: {error}") from None
+            grid = search_grid(search, name)
+            if grid:
+                check_grid(estimator, grid, name)
+                check_folds(labels, search["cv"])
+        plans.append((path, metadata))
+    return plans
+
+
+def search_grid(search, name):
+    """The grid for classifier ``name`` when the search is on, else ``None``."""
+    return search["grids"].get(name) if search["enabled"] else None
+
+
+def train_feature_file(path, metadata, names, settings, seed, store):
+    """Fit every classifier in ``names`` on one feature file and write its outputs."""
+    from classifiers import train_and_score
+    from classifiers.evaluation import check_finite, check_training_data, write_evaluation
+    from features.feature_store import load_features
+
+    train, test = load_features(path, "train"), load_features(path, "test")
+    check_training_data(train.features, train.labels, f"{path} train")
+    check_finite(test.features, f"{path} test")
+    for name in names:
+        grid = search_grid(settings["search"], name)
+        model_id = paths.model_name(path, name)
+        click.echo(f"train: {model_id} on {train.features.shape[0]} x {train.features.shape[1]} features"
+                   + (" (grid search)" if grid else ""), err=True)
+        model, predicted, metrics = train_and_score(
+            name, settings.get(name, {}), seed, (train.features, train.labels), (test.features, test.labels),
+            store["class_names"], grid=grid, cv=settings["search"]["cv"],
+        )
+        record = model_record(model_id, name, settings.get(name, {}), seed, path, metadata, store, metrics)
+        save_model(model_id, name, model, record, store["class_names"])
+        csv_path, png_path = paths.confusion_files(model_id)
+        write_evaluation(record, test.labels, predicted, store["class_names"],
+                         metrics_path=paths.metrics_file(model_id), confusion_csv=csv_path, confusion_png=png_path)
+        click.echo(f"{model_id}: accuracy {record['accuracy']:.4f} (fit {record['fit_seconds']:.1f} s) -> {paths.metrics_file(model_id)}")
+
+
+def model_record(model_id, classifier, options, seed, path, metadata, store, metrics):
+    """The metrics JSON of one model: scores first, then where the features came from."""
+    weights = metadata.get("weights")
+    return {
+        "model": model_id,
+        "classifier": classifier,
+        **metrics,
+        "features": paths.feature_name(path),
+        "feature_file": str(path),
+        "backbone": metadata.get("backbone"),
+        "layer": metadata.get("layer"),
+        "weights": weights,
+        "random_weights": weights == "none",
+        "params": dict(options),
+        "seed": seed,
+        "data": {key: value for key, value in store.items() if key not in ("path", "class_names")},
+    }
+
+
+def save_model(model_id, classifier, model, record, class_names):
+    """The model file, and beside it ``model.json``: what it was trained on and how it scored."""
+    from classifiers import get
+    from classifiers.evaluation import write_json
+
+    entry = get(classifier)
+    target = paths.model_file(model_id, entry.suffix)
+    entry.save(model, target)
+    # The labels behind the model's outputs (a dense head's softmax units), by index into class_names.
+    classes = [int(label) for label in model.classes_]
+    card = {"model_file": target.name, "class_names": class_names, "output_labels": classes, **record}
+    write_json(target.with_name("model.json"), card)
 
 
 @click.command()
-def train():
-    """Not built yet."""
-    raise FeatpipeError("featpipe train is not built yet")
+@params_option
+@images_option
+@click.option(
+    "--features", "feature_paths", multiple=True, type=click.Path(dir_okay=False),
+    help="Feature file to train on (repeatable); default: one per extract.backbones entry.",
+)
+@click.option(
+    "--classifier", "classifier_names", multiple=True, metavar="NAME",
+    help="Classifier to train (repeatable): rf, svm, dense; default: train.classifiers.",
+)
+@scheduler_option
+def train(params_path, images, feature_paths, classifier_names, scheduler):
+    """Train shallow learners on CNN features; write models, metrics and confusion matrices."""
+    from classifiers.fanout import joblib_backend
+
+    params = read_params(params_path)
+    settings = params["train"]
+    names = list(dict.fromkeys(classifier_names or settings["classifiers"]))
+    feature_paths = list(feature_paths) or paths.feature_files(params["extract"]["backbones"])
+    store = store_description(images)
+    plans = check_plan(feature_paths, names, settings, params["seed"], store)
+    with joblib_backend(scheduler or settings["scheduler"]) as client:
+        if client is not None:
+            click.echo(f"train: scikit-learn work goes to the Dask scheduler at {client.scheduler.address}", err=True)
+        for path, metadata in plans:
+            train_feature_file(path, metadata, names, settings, params["seed"], store)

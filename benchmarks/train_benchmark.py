@@ -1,0 +1,137 @@
+"""How long does each classifier take to fit and predict on CNN-sized features?
+
+Fits every registered classifier, configured as the default ``params.yaml``
+configures it, on synthetic N x 4096 features (fc2-like: non-negative,
+about half zeros, 10 classes) for N = 2,000, 10,000 and 60,000, and prints
+fit and predict seconds as a Markdown table::
+
+    python benchmarks/train_benchmark.py                  # the README's table
+    python benchmarks/train_benchmark.py --sizes 2000 --budget 60
+
+The RBF SVC runs only up to ``train.svm.max_rbf_samples`` rows (20,000 by
+default), where ``train`` itself refuses it: its fit time grows with the
+square of N. The linear variant (LinearSVC, liblinear) runs at every N, so
+both are shown side by side where both are allowed. A fit whose time,
+extrapolated from the previous N, would pass ``--budget`` seconds is skipped
+and the table says so.
+"""
+
+import argparse
+import os
+import platform
+import time
+
+import numpy as np
+
+import classifiers
+from classifiers.evaluation import fit_and_evaluate
+from pipeline.params import defaults
+
+N_CLASSES = 10
+N_TEST = 2000
+CLASS_OFFSET = 0.02
+DETECTORS, DETECTOR_BOOST = 16, 1.2
+# How fit time grows with N, to decide whether the next size fits the budget.
+GROWTH = {"rf": 1.2, "svm rbf": 2.0, "svm linear": 1.2, "dense": 1.1}
+
+
+def synthetic_features(n, dim, seed):
+    """fc2-like features: ReLU of a shared profile, class offsets, a few class "detector" units, and noise.
+
+    Sized so that a linear SVM and a forest score about 0.85 at N = 2,000,
+    near what they reach on real fc2 features of Fashion-MNIST: an easier
+    problem would flatter the SVMs (fewer support vectors) and the forest
+    (shallower trees).
+
+    Returns float32 features of shape (n, dim) and labels of shape (n,).
+    """
+    profiles = np.random.default_rng(0)
+    means = profiles.standard_normal(dim, dtype=np.float32)
+    means = means + CLASS_OFFSET * profiles.standard_normal((N_CLASSES, dim), dtype=np.float32)
+    for label in range(N_CLASSES):
+        means[label, label * DETECTORS : (label + 1) * DETECTORS] += DETECTOR_BOOST
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, N_CLASSES, size=n)
+    features = np.empty((n, dim), dtype=np.float32)
+    for start in range(0, n, 5000):  # in blocks: no float64 copy of a 60,000-row matrix
+        block = labels[start : start + 5000]
+        noise = rng.standard_normal((len(block), dim), dtype=np.float32)
+        features[start : start + len(block)] = np.maximum(means[block] + noise, 0.0)
+    return features, labels
+
+
+def variants(n, settings, only=None):
+    """(label, registry name, options, reason not to run or None) at N = ``n``; ``only`` keeps those labels."""
+    svm = settings["svm"]
+    runs = [("rf", "rf", settings["rf"], None)]
+    too_many = f"not run: past max_rbf_samples={svm['max_rbf_samples']:,}, where `train` refuses RBF for the linear variant"
+    runs.append(("svm rbf", "svm", {**svm, "kernel": "rbf"}, too_many if n > svm["max_rbf_samples"] else None))
+    runs.append(("svm linear", "svm", {**svm, "kernel": "linear"}, None))
+    runs.append(("dense", "dense", settings["dense"], None))
+    return [run for run in runs if not only or run[0] in only]
+
+
+def estimate(label, n, previous):
+    """Seconds a fit at ``n`` rows would take, from the last measured size (None if none)."""
+    if label not in previous:
+        return None
+    n_before, seconds = previous[label]
+    return seconds * (n / n_before) ** GROWTH[label]
+
+
+def benchmark(sizes, dim, budget, seed, only=None):
+    """Fit and predict every variant at every size; print each row as it comes."""
+    settings = defaults()["train"]
+    test_X, test_y = synthetic_features(N_TEST, dim, seed=seed + 1)
+    previous = {}
+    for n in sizes:
+        train_X, train_y = synthetic_features(n, dim, seed=seed)
+        for label, name, options, reason in variants(n, settings, only):
+            guess = estimate(label, n, previous)
+            if reason is None and guess is not None and guess > budget:
+                reason = f"skipped: about {guess / 60:.0f} min expected (budget {budget / 60:.0f} min)"
+            if reason:
+                print_row((n, label, None, None, None, reason))
+                continue
+            estimator = classifiers.build(name, seed, **options)
+            model, _, metrics = fit_and_evaluate(estimator, train_X, train_y, test_X, test_y, [str(c) for c in range(N_CLASSES)])
+            previous[label] = (n, metrics["fit_seconds"])
+            note = f"{model.epochs_run_} epochs" if hasattr(model, "epochs_run_") else ""
+            print_row((n, label, metrics["fit_seconds"], metrics["predict_seconds"], metrics["accuracy"], note))
+        del train_X
+
+
+def print_header(sizes, dim, budget):
+    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",) * 3
+    print(f"# train benchmark: synthetic N x {dim} features, {N_CLASSES} classes; predict on {N_TEST:,} rows")
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average {load[0]:.2f} at start; "
+          f"fits over ~{budget / 60:.0f} min (extrapolated) are skipped")
+    print("# classifiers as configured by the default params.yaml (rf: 200 trees, all cores; svm: C=10, "
+          "RBF up to max_rbf_samples=20,000 rows, LinearSVC at any N; dense: 256 units, early stopping)")
+    print()
+    print("| N | classifier | fit s | predict s | accuracy | note |")
+    print("| ---: | --- | ---: | ---: | ---: | --- |")
+
+
+def print_row(row):
+    n, label, fit, predict, accuracy, note = row
+    cells = [f"{n:,}", label] + (["—", "—", "—"] if fit is None else [f"{fit:.1f}", f"{predict:.2f}", f"{accuracy:.3f}"])
+    print("| " + " | ".join(cells + [note]) + " |", flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 10000, 60000])
+    parser.add_argument("--dim", type=int, default=4096)
+    parser.add_argument("--budget", type=float, default=900.0, help="skip fits expected to take longer (seconds)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--only", nargs="+", choices=sorted(GROWTH), help="run only these classifiers")
+    args = parser.parse_args()
+    print_header(args.sizes, args.dim, args.budget)
+    start = time.perf_counter()
+    benchmark(sorted(args.sizes), args.dim, args.budget, args.seed, args.only)
+    print(f"\n# total {time.perf_counter() - start:.0f} s; load average {os.getloadavg()[0]:.2f} at the end")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""The classifier registry: a name maps to a builder and a way to save what it fits.
+
+Adding a classifier is one decorated function (timm's ``_registry.py``
+pattern)::
+
+    @register("knn", suffix=".joblib")
+    def knn(seed, n_neighbors=5):
+        return KNeighborsClassifier(n_neighbors=n_neighbors)
+
+A builder takes the seed and the classifier's options as plain keywords and
+returns an unfitted scikit-learn style estimator (``fit`` returns ``self``,
+``predict`` gives labels, ``get_params`` lists what a grid search may vary).
+"""
+
+import dataclasses
+from typing import Callable
+
+import joblib
+
+from features.atomic import atomic_output
+from features.errors import FeatpipeError
+
+
+def save_joblib(model, path):
+    """Pickle ``model`` to ``path`` with joblib, atomically."""
+    with atomic_output(path) as aside:
+        joblib.dump(model, aside)
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One registered classifier.
+
+    name : str
+    build : callable ``build(seed, **options) -> estimator``
+    suffix : str, the model file's suffix (``.joblib``, ``.keras``)
+    save : callable ``save(fitted_estimator, path)``; writes atomically
+    summary : str, one line for listings
+    """
+
+    name: str
+    build: Callable
+    suffix: str
+    save: Callable
+    summary: str
+
+
+_REGISTRY = {}
+
+
+def register(name, *, suffix=".joblib", save=save_joblib):
+    """Decorator: add ``build`` to the registry under ``name``."""
+
+    def decorator(build):
+        if name in _REGISTRY:
+            raise ValueError(f"classifier {name!r} is already registered")
+        summary = (build.__doc__ or name).strip().splitlines()[0]
+        _REGISTRY[name] = Entry(name, build, suffix, save, summary)
+        return build
+
+    return decorator
+
+
+def available():
+    """Registered classifier names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get(name):
+    """The :class:`Entry` for ``name``; an unknown name lists the valid ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise FeatpipeError(f"unknown classifier {name!r}; expected one of: {', '.join(available())}") from None
+
+
+def check_names(names):
+    """Refuse the first unknown name in ``names`` before any work starts."""
+    for name in names:
+        get(name)
+    return list(names)
+
+
+def build(name, seed, **options):
+    """An unfitted estimator for classifier ``name``, seeded with ``seed``."""
+    return get(name).build(seed, **options)

@@ -1,0 +1,102 @@
+"""`featpipe report`: one table of every model against the pixel baseline, warnings first."""
+
+import json
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from classifiers.reporting import rank, render_report
+from pipeline.cli import cli, run
+
+DATA = {"source": "fashion_mnist", "train_size": 2000, "test_size": 1000, "image_store_fingerprint": "abc"}
+
+
+def record(model, accuracy, **fields):
+    base = {
+        "model": model, "classifier": model.rsplit("-", 1)[-1], "accuracy": accuracy, "balanced_accuracy": accuracy,
+        "macro_f1": accuracy - 0.01, "per_class": {"T-shirt/top": {}, "Trouser": {}}, "fit_seconds": 1.5,
+        "predict_seconds": 0.25, "n_train": 2000, "n_test": 1000, "n_features": 4096, "backbone": "vgg16",
+        "layer": "fc2", "weights": "imagenet", "random_weights": False, "data": dict(DATA),
+    }
+    return {**base, **fields}
+
+
+BASELINE = record("pixel_rf", 0.80, classifier="rf", backbone="pixels", layer=None, weights=None, n_features=784)
+
+
+def render(models, baseline=BASELINE):
+    return render_report(baseline, models, accuracy_chart="plots/accuracy.png", best_confusion=lambda n: f"plots/{n}-confusion.png")
+
+
+def table_rows(text):
+    return [line for line in text.splitlines() if line.startswith("| ") and line[2:3].isdigit()]
+
+
+def test_report_ranks_every_model_with_points_against_the_baseline():
+    text = render([record("vgg16-fc2-rf", 0.785), record("vgg16-fc2-svm", 0.8512)])
+    rows = table_rows(text)
+    assert [row.split(" | ")[1] for row in rows] == ["vgg16-fc2-svm", "pixel_rf", "vgg16-fc2-rf"]
+    assert "| 0.8512 | +5.1 |" in rows[0] and "| baseline |" in rows[1] and "| 0.7850 | -1.5 |" in rows[2]
+    assert "WARNING" not in text
+    assert "- Data set: fashion_mnist, 2 classes (T-shirt/top, Trouser)" in text
+    assert "- Training images: 2000 (stratified subset); test images: 1000 (stratified subset)" in text
+    assert "- Features: vgg16 `fc2` (4096 dimensions), weights: imagenet" in text
+    assert "![Test accuracy by model](plots/accuracy.png)" in text
+    assert "## Best model: vgg16-fc2-svm" in text and "(plots/vgg16-fc2-svm-confusion.png)" in text
+
+
+def test_random_weights_are_announced_at_the_top():
+    text = render([record("vgg16-fc2-rf", 0.6, weights="none", random_weights=True), record("vgg16-fc2-svm", 0.7)])
+    first_paragraph = text.split("\n\n")[1]
+    assert first_paragraph.startswith("> **WARNING: random weights.** The features of vgg16 fc2 come from")
+    assert "| none (random) |" in text
+
+
+def test_models_from_another_image_store_are_flagged():
+    stale = record("vgg16-fc2-rf", 0.9, data={**DATA, "image_store_fingerprint": "old"})
+    assert "> **WARNING: mixed data.** vgg16-fc2-rf came from another image store" in render([stale])
+
+
+def test_ranking_is_stable_on_ties():
+    assert [r["model"] for r in rank([record("b", 0.5), record("a", 0.5), record("c", 0.9)])] == ["c", "a", "b"]
+
+
+@pytest.fixture
+def reported_project(in_tmp_project):
+    params = {
+        "extract": {"backbones": [{"name": "vgg16", "layer": "fc2"}]},
+        "train": {"classifiers": ["rf", "dense"]},
+    }
+    (in_tmp_project / "params.yaml").write_text(yaml.safe_dump(params))
+    metrics = in_tmp_project / "reports" / "metrics"
+    metrics.mkdir(parents=True)
+    (metrics / "pixel_rf.json").write_text(json.dumps(BASELINE))
+    (metrics / "vgg16-fc2-rf.json").write_text(json.dumps(record("vgg16-fc2-rf", 0.83, weights="none", random_weights=True)))
+    (metrics / "vgg16-fc2-dense.json").write_text(json.dumps(record("vgg16-fc2-dense", 0.86, weights="none", random_weights=True)))
+    # Left over from an earlier configuration: params no longer ask for it.
+    (metrics / "resnet50-avg_pool-rf.json").write_text(json.dumps(record("resnet50-avg_pool-rf", 0.99)))
+    return in_tmp_project
+
+
+def test_report_command_writes_markdown_and_accuracy_chart(reported_project):
+    result = CliRunner().invoke(cli, ["report"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "features from random weights (vgg16 fc2)" in result.output
+    text = (reported_project / "reports/report.md").read_text()
+    assert text.startswith("# featpipe report\n\n> **WARNING: random weights.**")
+    assert [row.split(" | ")[1] for row in table_rows(text)] == ["vgg16-fc2-dense", "vgg16-fc2-rf", "pixel_rf"]
+    assert "resnet50" not in text
+    assert "(plots/vgg16-fc2-dense-confusion.png)" in text
+    assert (reported_project / "reports/plots/accuracy.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_names_the_missing_metrics_file_and_the_stage_to_run(reported_project, capsys):
+    (reported_project / "reports/metrics/vgg16-fc2-dense.json").unlink()
+    with pytest.raises(SystemExit) as exited:
+        run(cli, ["report"], prog_name="featpipe")
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (
+        "featpipe: error: metrics file not found: reports/metrics/vgg16-fc2-dense.json (run `featpipe train` first)\n"
+    )
+    assert not (reported_project / "reports/report.md").exists()

@@ -1,0 +1,233 @@
+"""`featpipe train`: every classifier on a tiny feature file, and every refusal in one line."""
+
+import json
+import types
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from features.feature_store import FeatureWriter
+from features.image_store import ImageStore, write_image_store
+from pipeline.cli import cli, run
+from tests.conftest import CLASS_NAMES, make_splits
+
+N_FEATURES = 8
+FAST_PARAMS = {
+    "seed": 7,
+    "extract": {"backbones": [{"name": "vgg16", "layer": "fc2"}], "weights": "none"},
+    "baseline": {"n_estimators": 10, "n_jobs": 1},
+    "train": {
+        "classifiers": ["rf", "svm", "dense"],
+        "rf": {"n_estimators": 20, "n_jobs": 1},
+        "svm": {"C": 1.0},
+        "dense": {"hidden_units": [16], "epochs": 30, "batch_size": 16, "patience": 5},
+    },
+}
+
+
+def separable_features(labels, seed, n_features=N_FEATURES):
+    """Class-dependent features: a class's own coordinate is high, plus noise. float32 [N, D]."""
+    rng = np.random.default_rng(seed)
+    features = rng.normal(0.0, 0.6, size=(len(labels), n_features)).astype(np.float32)
+    features[np.arange(len(labels)), labels] += 3.0
+    return features
+
+
+def write_feature_file(path, images, *, weights="none", transform=None, complete=True, **attrs):
+    """A feature file for the image store at ``images``, as `featpipe extract` lays it out.
+
+    ``transform(split, features, labels)`` may alter the rows (NaN, one class...);
+    ``attrs`` override root attributes (another fingerprint, other class names).
+    """
+    with ImageStore(images) as store:
+        splits = {split: (store.labels(split), store.ids(split)) for split in ("train", "test")}
+        root = {
+            "backbone": "vgg16", "layer": "fc2", "feature_dim": N_FEATURES, "input_size": 224,
+            "preprocessing": "caffe", "weights": weights, "precision": "float32",
+            "image_store_fingerprint": store.fingerprint, "class_names": store.class_names,
+        }
+    root.update(attrs)
+    path.unlink(missing_ok=True)
+    writer = FeatureWriter(path, attrs=root, splits=splits)
+    for seed, (split, (labels, _)) in enumerate(splits.items()):
+        rows = separable_features(labels, seed)
+        if transform is not None:
+            rows = transform(split, rows, labels)
+        writer.append(split, rows)
+    if complete:
+        writer.finish()
+    else:
+        writer.close()
+    return path
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A project folder: params.yaml, a 60 + 30 image store and a matching vgg16-fc2 feature file."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(FAST_PARAMS))
+    images = tmp_path / "data" / "prepared" / "images.h5"
+    write_image_store(images, make_splits(n_train=60, n_test=30, size=8), source="tiny", class_names=CLASS_NAMES, seed=0)
+    features = write_feature_file(tmp_path / "data" / "features" / "vgg16-fc2.h5", images)
+    return types.SimpleNamespace(root=tmp_path, images=images, features=features)
+
+
+def set_params(project, **sections):
+    params = yaml.safe_load((project.root / "params.yaml").read_text())
+    for section, values in sections.items():
+        params[section] = {**params.get(section, {}), **values}
+    (project.root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def invoke(args):
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def fail(args, capsys):
+    """Run ``featpipe ARGS`` expecting a user error; return its one stderr line."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        run(cli, args, prog_name="featpipe")
+    err = capsys.readouterr().err
+    assert exited.value.code == 2, err
+    assert err.count("\n") == 1 and err.startswith("featpipe: error: "), err
+    return err
+
+
+METRIC_KEYS = {
+    "model", "classifier", "accuracy", "balanced_accuracy", "macro_f1", "per_class", "fit_seconds",
+    "predict_seconds", "n_train", "n_test", "n_features", "backbone", "layer", "weights", "random_weights",
+    "params", "seed", "search", "data", "feature_file", "features",
+}
+
+
+def test_train_writes_model_metrics_and_plots_for_every_classifier(project):
+    result = invoke(["train"])
+    assert "vgg16-fc2-dense: accuracy" in result.output
+    for name, model in (("rf", "model.joblib"), ("svm", "model.joblib"), ("dense", "model.keras")):
+        record = json.loads((project.root / f"reports/metrics/vgg16-fc2-{name}.json").read_text())
+        assert METRIC_KEYS <= set(record), METRIC_KEYS - set(record)
+        assert record["accuracy"] >= (0.7 if name == "dense" else 0.9), (name, record["accuracy"])
+        assert set(record["per_class"]) == set(CLASS_NAMES)
+        assert set(record["per_class"]["cross"]) == {"precision", "recall", "support"}
+        assert (record["n_train"], record["n_test"], record["weights"], record["random_weights"]) == (60, 30, "none", True)
+        assert (record["backbone"], record["layer"], record["classifier"]) == ("vgg16", "fc2", name)
+        assert (project.root / f"data/models/vgg16-fc2-{name}/{model}").stat().st_size > 0
+        card = json.loads((project.root / f"data/models/vgg16-fc2-{name}/model.json").read_text())
+        assert card["class_names"] == CLASS_NAMES and card["model_file"] == model and card["output_labels"] == [0, 1, 2]
+        rows = (project.root / f"reports/plots/vgg16-fc2-{name}-confusion.csv").read_text().splitlines()
+        assert rows[0] == "actual,predicted" and len(rows) == 31 and set(rows[1].split(",")) <= set(CLASS_NAMES)
+        assert (project.root / f"reports/plots/vgg16-fc2-{name}-confusion.png").read_bytes()[:4] == b"\x89PNG"
+    dense = json.loads((project.root / "reports/metrics/vgg16-fc2-dense.json").read_text())
+    assert 1 <= dense["training"]["best_epoch"] <= dense["training"]["epochs_run"] <= 30
+    assert not list(project.root.rglob("*.partial*"))
+
+
+def test_saved_models_load_and_predict_like_the_metrics_say(project):
+    import joblib
+
+    from features.backend import load_keras
+
+    invoke(["train", "--classifier", "svm", "--classifier", "dense"])
+    test = h5py.File(project.features)["test"]
+    features, labels = test["features"][:], test["labels"][:]
+    svm = joblib.load(project.root / "data/models/vgg16-fc2-svm/model.joblib")
+    dense = load_keras().saving.load_model(project.root / "data/models/vgg16-fc2-dense/model.keras")
+    for name, predicted in (("svm", svm.predict(features)), ("dense", dense.predict(features, verbose=0).argmax(1))):
+        record = json.loads((project.root / f"reports/metrics/vgg16-fc2-{name}.json").read_text())
+        assert np.mean(predicted == labels) == pytest.approx(record["accuracy"]), name
+
+
+def test_grid_search_records_best_params_and_cv_score(project):
+    set_params(project, train={**FAST_PARAMS["train"], "search": {"enabled": True, "cv": 3, "grids": {"svm": {"C": [0.1, 1.0]}}}})
+    invoke(["train", "--classifier", "svm", "--classifier", "rf"])
+    svm = json.loads((project.root / "reports/metrics/vgg16-fc2-svm.json").read_text())
+    assert svm["search"]["best_params"]["C"] in (0.1, 1.0) and 0 <= svm["search"]["cv_accuracy"] <= 1
+    assert svm["search"]["cv"] == 3
+    assert json.loads((project.root / "reports/metrics/vgg16-fc2-rf.json").read_text())["search"] is None
+
+
+def _metrics_written(project):
+    return sorted(path.name for path in (project.root / "reports").rglob("*") if path.is_file())
+
+
+@pytest.mark.parametrize(
+    "attrs, message",
+    [
+        ({"image_store_fingerprint": "0" * 64}, "was extracted from another image store than"),
+        ({"class_names": ["circle", "cross", "square"]}, "has class names ['circle', 'cross', 'square'] but"),
+    ],
+)
+def test_refuses_features_from_another_image_store(project, capsys, attrs, message):
+    write_feature_file(project.features, project.images, **attrs)
+    assert message in fail(["train"], capsys)
+    assert _metrics_written(project) == []
+
+
+def test_refuses_missing_or_incomplete_feature_files(project, capsys):
+    assert "feature file not found: nope.h5 (run `featpipe extract` first)" in fail(["train", "--features", "nope.h5"], capsys)
+    write_feature_file(project.root / "data/features/half.h5", project.images, complete=False)
+    (project.root / "data/features/half.h5.partial").rename(project.root / "data/features/half.h5")
+    assert "half.h5 is incomplete" in fail(["train", "--features", "data/features/half.h5"], capsys)
+
+
+def test_refuses_unknown_classifier_listing_valid_ones(project, capsys):
+    err = fail(["train", "--classifier", "knn"], capsys)
+    assert "unknown classifier 'knn'; expected one of: dense, rf, svm" in err
+
+
+def test_refuses_single_class_training_set(project, capsys):
+    with h5py.File(project.features, "a") as file:
+        file["train"]["labels"][...] = 1
+    assert "vgg16-fc2.h5 train holds a single class (1); a classifier needs at least two" in fail(["train"], capsys)
+    assert _metrics_written(project) == []
+
+
+def test_refuses_nan_and_infinite_features_before_any_model(project, capsys):
+    def poisoned(split, rows, labels):
+        rows[5, 3] = np.nan if split == "train" else rows[5, 3]
+        return rows
+
+    write_feature_file(project.features, project.images, transform=poisoned)
+    err = fail(["train"], capsys)
+    assert "features hold NaN or infinite values (first at row 5, column 3)" in err
+    assert _metrics_written(project) == []
+
+
+def test_refuses_rbf_svm_past_its_size_suggesting_linear_or_pca(project, capsys):
+    set_params(project, train={**FAST_PARAMS["train"], "svm": {"max_rbf_samples": 50}})
+    err = fail(["train"], capsys)
+    assert "RBF SVC on 60 training rows is more than max_rbf_samples=50" in err
+    assert "train.svm.kernel: linear" in err and "train.svm.pca_components" in err
+    assert _metrics_written(project) == []
+    set_params(project, train={**FAST_PARAMS["train"], "svm": {"max_rbf_samples": 50, "kernel": "linear"}})
+    invoke(["train", "--classifier", "svm"])
+
+
+def test_unreachable_scheduler_names_the_address(project, capsys):
+    err = fail(["train", "--classifier", "rf", "--scheduler", "tcp://127.0.0.1:9"], capsys)
+    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in err
+    assert _metrics_written(project) == []
+
+
+def test_rf_on_a_dask_cluster_matches_the_local_fit(project):
+    from distributed import LocalCluster
+
+    set_params(project, train={**FAST_PARAMS["train"], "rf": {"n_estimators": 20, "n_jobs": -1}})
+    metrics = project.root / "reports/metrics/vgg16-fc2-rf.json"
+    confusion = project.root / "reports/plots/vgg16-fc2-rf-confusion.csv"
+    invoke(["train", "--classifier", "rf"])
+    local = json.loads(metrics.read_text()), confusion.read_text()
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None) as cluster:
+        result = invoke(["train", "--classifier", "rf", "--scheduler", cluster.scheduler_address])
+        tasks_run = cluster.scheduler.transition_counter
+    assert f"goes to the Dask scheduler at {cluster.scheduler_address}" in result.output
+    assert tasks_run > 0, "no task reached the cluster"
+    remote = json.loads(metrics.read_text()), confusion.read_text()
+    assert remote[0]["accuracy"] == local[0]["accuracy"]
+    assert remote[1] == local[1], "predictions differ between the local and the Dask fit"
