@@ -8,7 +8,7 @@ fit and predict seconds as a Markdown table::
     python benchmarks/train_benchmark.py                  # the README's table
     python benchmarks/train_benchmark.py --sizes 2000 --budget 60
 
-The RBF SVC runs only up to ``train.svm.max_rbf_samples`` rows (20,000 by
+The RBF SVC runs only up to ``train.svm.max_rbf_samples`` rows (10,000 by
 default), where ``train`` itself refuses it: its fit time grows with the
 square of N. The linear variant (LinearSVC, liblinear) runs at every N, so
 both are shown side by side where both are allowed. A fit whose time,
@@ -107,7 +107,7 @@ def print_header(sizes, dim, budget):
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average {load[0]:.2f} at start; "
           f"fits over ~{budget / 60:.0f} min (extrapolated) are skipped")
     print("# classifiers as configured by the default params.yaml (rf: 200 trees, all cores; svm: C=10, "
-          "RBF up to max_rbf_samples=20,000 rows, LinearSVC at any N; dense: 256 units, early stopping)")
+          "RBF up to train.svm.max_rbf_samples rows, LinearSVC at any N; dense: 256 units, early stopping)")
     print()
     print("| N | classifier | fit s | predict s | accuracy | note |")
     print("| ---: | --- | ---: | ---: | ---: | --- |")

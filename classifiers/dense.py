@@ -157,18 +157,8 @@ def save_dense(model, path):
 
 
 @register("dense", suffix=".keras", save=save_dense)
-def dense_head(
-    seed,
-    hidden_units=(256,),
-    dropout=0.5,
-    batch_norm=True,
-    learning_rate=1e-3,
-    epochs=50,
-    batch_size=64,
-    validation_fraction=0.1,
-    patience=5,
-):
-    """Small Keras head: batch norm, dropout, Adam, early stopping."""
-    return DenseHead(
-        tuple(hidden_units), dropout, batch_norm, learning_rate, epochs, batch_size, validation_fraction, patience, seed
-    )
+def dense_head(seed, **options):
+    """Small Keras head: batch norm, dropout, Adam, early stopping (defaults: :class:`DenseHead`)."""
+    if "hidden_units" in options:
+        options["hidden_units"] = tuple(options["hidden_units"])
+    return DenseHead(seed=seed, **options)

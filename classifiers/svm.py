@@ -65,7 +65,7 @@ class FeatureSVM(ClassifierMixin, BaseEstimator):
     classes_ : ndarray of shape (n_classes,)
     """
 
-    def __init__(self, kernel="rbf", C=10.0, gamma="scale", pca_components=None, max_rbf_samples=20000, seed=0):
+    def __init__(self, kernel="rbf", C=10.0, gamma="scale", pca_components=None, max_rbf_samples=10000, seed=0):
         self.kernel = kernel
         self.C = C
         self.gamma = gamma
@@ -101,6 +101,6 @@ def save_svm(model, path):
 
 
 @register("svm", save=save_svm)
-def support_vector_machine(seed, kernel="rbf", C=10.0, gamma="scale", pca_components=None, max_rbf_samples=20000):
-    """Standardise [+ PCA] + SVC (RBF) or LinearSVC."""
-    return FeatureSVM(kernel, C, gamma, pca_components, max_rbf_samples, seed)
+def support_vector_machine(seed, **options):
+    """Standardise [+ PCA] + SVC (RBF) or LinearSVC (defaults: :class:`FeatureSVM`)."""
+    return FeatureSVM(seed=seed, **options)
