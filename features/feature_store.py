@@ -16,11 +16,9 @@ flushed, so a run killed at any point resumes from rows known to be on disk.
 """
 
 import collections
-import concurrent.futures
 import json
 import logging
 import os
-import zlib
 from pathlib import Path
 
 import h5py
@@ -151,7 +149,6 @@ class FeatureWriter:
         self.splits = splits
         self.already_complete = False
         self._file = None
-        self._pool = None
         if self.path.exists() and self._finished_file_matches(overwrite):
             self.already_complete = True
             return
@@ -225,35 +222,10 @@ class FeatureWriter:
         group = self._file[split]
         start = int(group.attrs["rows_written"])
         rows = np.ascontiguousarray(rows, dtype=np.float32)
-        self._write_rows(group["features"], start, rows)
+        group["features"][start : start + len(rows)] = rows
         self._file.flush()
         group.attrs["rows_written"] = start + len(rows)
         self._file.flush()
-
-    def _write_rows(self, dataset, start, rows):
-        # HDF5 compresses chunk after chunk on one core, which can't keep up
-        # with a GPU; whole chunks are compressed here by a thread pool (zlib
-        # releases the GIL) into the very bytes HDF5's gzip filter writes.
-        per_chunk = dataset.chunks[0] if dataset.chunks else 0
-        if dataset.compression != "gzip" or not per_chunk or len(rows) < per_chunk:
-            dataset[start : start + len(rows)] = rows
-            return
-        head = min(len(rows), -start % per_chunk)
-        whole = (len(rows) - head) // per_chunk * per_chunk
-        if head:
-            dataset[start : start + head] = rows[:head]
-        offsets = range(start + head, start + head + whole, per_chunk)
-        pieces = [rows[offset - start : offset - start + per_chunk] for offset in offsets]
-        level = dataset.compression_opts
-        for offset, data in zip(offsets, self._compressors().map(lambda piece: zlib.compress(piece, level), pieces)):
-            dataset.id.write_direct_chunk((offset, 0), data)
-        if head + whole < len(rows):
-            dataset[start + head + whole : start + len(rows)] = rows[head + whole :]
-
-    def _compressors(self):
-        if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(min(16, os.cpu_count() or 1), thread_name_prefix="featpipe-gzip")
-        return self._pool
 
     def finish(self):
         """Mark the file complete and move it to its final name."""
@@ -264,7 +236,6 @@ class FeatureWriter:
         self._file.attrs["complete"] = True
         self._file.close()
         self._file = None
-        self._stop_compressors()
         os.replace(self.partial, self.path)
 
     def close(self):
@@ -272,12 +243,6 @@ class FeatureWriter:
         if self._file is not None:
             self._file.close()
             self._file = None
-        self._stop_compressors()
-
-    def _stop_compressors(self):
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
 
     def __enter__(self):
         return self
