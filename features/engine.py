@@ -490,9 +490,9 @@ class RowSink:
     """Append rows to a :class:`FeatureWriter` from a thread of its own.
 
     Compression and flushing then overlap the next forward pass. Rows are
-    handed on in whole HDF5 chunks (the writer compresses those in
-    parallel); the few rows of an unfinished chunk wait in memory, and a
-    kill loses only them. The queue is short, so memory stays bounded; a
+    handed on in whole HDF5 chunks (HDF5 compresses each chunk once, with
+    no read-back of a half-written one); the few rows of an unfinished chunk
+    wait in memory, and a kill loses only them. The queue is short, so memory stays bounded; a
     write error surfaces in the caller on its next :meth:`put` or on
     :meth:`close`.
     """
@@ -514,7 +514,7 @@ class RowSink:
             split, rows = item
             blocks = [rows]
             # When the writer lags, take what else waits for this split into the
-            # same append: more chunks for the writer to compress in parallel.
+            # same append: one flush for several chunks.
             # (Only this thread takes items, so the head of the queue stays put.)
             while self._rows.queue and self._rows.queue[0] is not _DONE and self._rows.queue[0][0] == split:
                 blocks.append(self._rows.get_nowait()[1])

@@ -1,6 +1,7 @@
 """Fixtures shared across test modules: tiny data made in tmp_path, in milliseconds."""
 
 import os
+import socket
 
 import numpy as np
 import pytest
@@ -22,6 +23,21 @@ def make_splits(n_train=12, n_test=6, size=16, channels=1, seed=0):
         return ImageSplit(images, labels, [f"{prefix}:{i}" for i in range(n)])
 
     return {"train": split(n_train, "tiny-train"), "test": split(n_test, "tiny-test")}
+
+
+def separable_features(labels, seed, n_features=8):
+    """Class-dependent features: a class's own coordinate is high, plus noise. float32 [N, D]."""
+    rng = np.random.default_rng(seed)
+    features = rng.normal(0.0, 0.6, size=(len(labels), n_features)).astype(np.float32)
+    features[np.arange(len(labels)), labels] += 3.0
+    return features
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @pytest.fixture

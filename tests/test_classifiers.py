@@ -12,7 +12,7 @@ from classifiers.evaluation import check_training_data, confusion_counts, score,
 from classifiers.search import check_folds, make_search, summarise
 from classifiers.svm import FeatureSVM
 from features.errors import FeatpipeError
-from tests.test_train import separable_features
+from tests.conftest import separable_features
 
 NAMES = ["a", "b", "c"]
 

@@ -1,6 +1,5 @@
 """Connecting to Dask: unreachable schedulers and unfit workers are refused up front."""
 
-import socket
 import sys
 import time
 
@@ -9,12 +8,7 @@ import pytest
 from features import cluster
 from features.cluster import check_workers, dask_client
 from features.errors import FeatpipeError
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.conftest import free_port
 
 
 @pytest.fixture(scope="module")

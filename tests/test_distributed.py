@@ -305,7 +305,7 @@ def run_extract(args, capsys):
 
 
 def test_extract_with_an_unreachable_scheduler_fails_in_one_line(tiny_image_store, in_tmp_project, capsys, monkeypatch):
-    from tests.test_cluster import free_port
+    from tests.conftest import free_port
 
     monkeypatch.setattr("features.cluster.CONNECT_TIMEOUT_S", 0.5)
     address = f"tcp://127.0.0.1:{free_port()}"

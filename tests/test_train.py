@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from features.feature_store import FeatureWriter
 from features.image_store import ImageStore, write_image_store
 from pipeline.cli import cli, run
-from tests.conftest import CLASS_NAMES, make_splits
+from tests.conftest import CLASS_NAMES, make_splits, separable_features
 
 N_FEATURES = 8
 FAST_PARAMS = {
@@ -26,14 +26,6 @@ FAST_PARAMS = {
         "dense": {"hidden_units": [16], "epochs": 30, "batch_size": 16, "patience": 5},
     },
 }
-
-
-def separable_features(labels, seed, n_features=N_FEATURES):
-    """Class-dependent features: a class's own coordinate is high, plus noise. float32 [N, D]."""
-    rng = np.random.default_rng(seed)
-    features = rng.normal(0.0, 0.6, size=(len(labels), n_features)).astype(np.float32)
-    features[np.arange(len(labels)), labels] += 3.0
-    return features
 
 
 def write_feature_file(path, images, *, weights="none", transform=None, complete=True, **attrs):

@@ -67,10 +67,8 @@ def load_cifar10(path, settings):
     if path is not None:
         path = existing_folder(NAME, path)
         return read_cifar10(path if (path / BATCHES["test"][0]).exists() else path / BATCH_FOLDER)
-    for folder in default_locations():
-        if not _missing_batches(folder):
-            return read_cifar10(folder)
-    return _download(default_locations())
+    folder = keras_cache.first_complete(default_locations(), _missing_batches)
+    return read_cifar10(folder) if folder else _download(default_locations())
 
 
 def read_cifar10(folder):
@@ -137,14 +135,11 @@ def _missing_batches(folder):
 
 
 def _download(looked_in):
-    try:
-        (x_train, y_train), (x_test, y_test) = keras_cache.download_with_keras(NAME)
-    except keras_cache.DownloadFailed as error:
-        raise FeatpipeError(
-            f"{NAME}: no local copy found (looked in {', '.join(map(str, looked_in))}) and the Keras download "
-            f"failed: {error}. Set data.path (--path) to an unpacked {BATCH_FOLDER} folder "
-            f"(from https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz)"
-        ) from None
+    advice = (
+        f"Set data.path (--path) to an unpacked {BATCH_FOLDER} folder "
+        f"(from https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz)"
+    )
+    (x_train, y_train), (x_test, y_test) = keras_cache.download_or_explain(NAME, looked_in, advice)
     splits = {}
     for split, images, labels in (("train", x_train, y_train), ("test", x_test, y_test)):
         images = np.asarray(images, dtype=np.uint8)

@@ -43,10 +43,8 @@ def load_fashion_mnist(path, settings):
     """
     if path is not None:
         return read_fashion_mnist(existing_folder(NAME, path))
-    for folder in default_locations():
-        if not _missing_files(folder):
-            return read_fashion_mnist(folder)
-    return _download(default_locations())
+    folder = keras_cache.first_complete(default_locations(), _missing_files)
+    return read_fashion_mnist(folder) if folder else _download(default_locations())
 
 
 def read_fashion_mnist(folder):
@@ -90,14 +88,11 @@ def _all_names():
 
 
 def _download(looked_in):
-    try:
-        (x_train, y_train), (x_test, y_test) = keras_cache.download_with_keras(NAME)
-    except keras_cache.DownloadFailed as error:
-        raise FeatpipeError(
-            f"{NAME}: no local copy found (looked in {', '.join(map(str, looked_in))}) and the Keras download "
-            f"failed: {error}. Install Debian's copy (apt-get install dataset-fashion-mnist) or set data.path "
-            f"(--path) to a folder holding {_all_names()}"
-        ) from None
+    advice = (
+        f"Install Debian's copy (apt-get install dataset-fashion-mnist) or set data.path (--path) "
+        f"to a folder holding {_all_names()}"
+    )
+    (x_train, y_train), (x_test, y_test) = keras_cache.download_or_explain(NAME, looked_in, advice)
     splits = {
         "train": _checked_split(np.asarray(x_train, np.uint8), np.ravel(y_train), "Keras train set"),
         "test": _checked_split(np.asarray(x_test, np.uint8), np.ravel(y_test), "Keras test set"),

@@ -40,3 +40,19 @@ def download_with_keras(name):
     except Exception as error:  # noqa: BLE001 - network, disk and hash errors all mean "no data"
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DownloadFailed(first_line) from None
+
+
+def first_complete(folders, missing):
+    """The first of ``folders`` in which ``missing(folder)`` lists nothing, or None."""
+    return next((folder for folder in folders if not missing(folder)), None)
+
+
+def download_or_explain(name, looked_in, advice):
+    """:func:`download_with_keras`, or one line naming where a copy was looked for and ``advice``."""
+    try:
+        return download_with_keras(name)
+    except DownloadFailed as error:
+        raise FeatpipeError(
+            f"{name}: no local copy found (looked in {', '.join(map(str, looked_in))}) and the Keras download "
+            f"failed: {error}. {advice}"
+        ) from None
