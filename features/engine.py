@@ -491,10 +491,10 @@ class RowSink:
 
     Compression and flushing then overlap the next forward pass. Rows are
     handed on in whole HDF5 chunks (HDF5 compresses each chunk once, with
-    no read-back of a half-written one); the few rows of an unfinished chunk
-    wait in memory, and a kill loses only them. The queue is short, so memory stays bounded; a
-    write error surfaces in the caller on its next :meth:`put` or on
-    :meth:`close`.
+    no read-back of a half-written one); the few rows of an unfinished
+    chunk wait in memory, and a kill loses only them. The queue is short,
+    so memory stays bounded; a write error surfaces in the caller on its
+    next :meth:`put` or on :meth:`close`.
     """
 
     def __init__(self, writer, depth=PREFETCH_BATCHES):

@@ -45,7 +45,7 @@ def write_feature_file(path, images, *, weights="none", transform=None, complete
     path.unlink(missing_ok=True)
     writer = FeatureWriter(path, attrs=root, splits=splits)
     for seed, (split, (labels, _)) in enumerate(splits.items()):
-        rows = separable_features(labels, seed)
+        rows = separable_features(labels, seed, N_FEATURES)
         if transform is not None:
             rows = transform(split, rows, labels)
         writer.append(split, rows)
