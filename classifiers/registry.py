@@ -35,14 +35,12 @@ class Entry:
     build : callable ``build(seed, **options) -> estimator``
     suffix : str, the model file's suffix (``.joblib``, ``.keras``)
     save : callable ``save(fitted_estimator, path)``; writes atomically
-    summary : str, one line for listings
     """
 
     name: str
     build: Callable
     suffix: str
     save: Callable
-    summary: str
 
 
 _REGISTRY = {}
@@ -54,8 +52,7 @@ def register(name, *, suffix=".joblib", save=save_joblib):
     def decorator(build):
         if name in _REGISTRY:
             raise ValueError(f"classifier {name!r} is already registered")
-        summary = (build.__doc__ or name).strip().splitlines()[0]
-        _REGISTRY[name] = Entry(name, build, suffix, save, summary)
+        _REGISTRY[name] = Entry(name, build, suffix, save)
         return build
 
     return decorator

@@ -27,7 +27,7 @@ Keras is imported only when a model is built, so listing the registry (and
 import dataclasses
 from pathlib import Path
 
-from features.errors import FeatpipeError
+from features.errors import FeatpipeError, first_line
 
 _REGISTRY = {}
 
@@ -268,7 +268,7 @@ def load_model_file(keras, path, layer):
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as error:  # Keras raises many kinds for a file it can't read
-        raise FeatpipeError(f"cannot load model file {path}: {type(error).__name__}: {_first_line(error)}") from None
+        raise FeatpipeError(f"cannot load model file {path}: {type(error).__name__}: {first_line(error)}") from None
     names = [item.name for item in model.layers]
     if not layer or layer not in names:
         got = f"no layer {layer!r}" if layer else "--layer is required for a model file"
@@ -292,8 +292,3 @@ def load_model_file(keras, path, layer):
         channels=int(channels),
     )
     return model, entry
-
-
-def _first_line(error):
-    text = str(error).strip()
-    return text.splitlines()[0] if text else ""

@@ -32,7 +32,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from features.backbones import PREPROCESSING_MODES, get_backbone, is_model_file, load_model_file
 from features.backend import load_keras
-from features.errors import FeatpipeError
+from features.errors import FeatpipeError, first_line
 from features.feature_store import FeatureWriter
 from features.image_store import ROWS_PER_CHUNK, SPLITS, ImageStore
 from features.weights import build_with_weights, file_sha256, resolve_weights, seeded_initialisation, strict_weight_loading
@@ -148,7 +148,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
                 with strict_weight_loading():
                     model.load_weights(choice.path)
             except Exception as error:  # Keras raises ValueError or others for mismatched files
-                raise FeatpipeError(f"cannot load {choice.path} into {self.backbone}: {str(error).splitlines()[0]}") from None
+                raise FeatpipeError(f"cannot load {choice.path} into {self.backbone}: {first_line(error)}") from None
             self.weights_label_, self.weights_sha256_ = choice.label, file_sha256(choice.path)
         return model
 
@@ -477,11 +477,7 @@ def iter_feature_batches(extractor, store, split, start=0, stop=None, prefetch=P
     """
     batches = iter_image_batches(store, split, start, stop, extractor.batch_size, prefetch)
     try:
-        if hasattr(extractor, "transform_batches"):
-            yield from extractor.transform_batches(batches)
-        else:  # a stand-in with only transform(), as in tests of distributed extraction
-            for row, images in batches:
-                yield row, extractor.transform(images)
+        yield from extractor.transform_batches(batches)
     finally:
         batches.close()
 
@@ -534,14 +530,14 @@ class RowSink:
         """Queue ``rows`` (ndarray of shape (n, feature_dim)) of ``split``, in row order."""
         self._raise_if_failed()
         self._pending[split].append(rows)
-        waiting = np.concatenate(self._pending[split])
-        end = self._next_row[split] + len(waiting)
+        end = self._next_row[split] + sum(map(len, self._pending[split]))
         if end < self._total[split]:
             end -= end % self._per_chunk[split]
         ready = end - self._next_row[split]
-        if ready > 0:
+        if ready > 0:  # join the waiting batches only when a whole chunk is there
+            waiting = np.concatenate(self._pending[split])
             self._send(split, waiting[:ready])
-        self._pending[split] = [waiting[ready:]] if ready < len(waiting) else []
+            self._pending[split] = [waiting[ready:]] if ready < len(waiting) else []
 
     def _send(self, split, rows, check=True):
         _put(self._rows, (split, rows), self._leave)

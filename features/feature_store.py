@@ -66,6 +66,14 @@ def read_metadata(path):
         raise FeatpipeError(f"feature file {path} is not a readable HDF5 file; rerun `featpipe extract`") from None
 
 
+def complete_metadata(path):
+    """:func:`read_metadata` of a finished feature file; an unfinished one is refused."""
+    metadata = read_metadata(path)
+    if not metadata.get("complete"):
+        raise FeatpipeError(f"feature file {path} is incomplete; rerun `featpipe extract` to finish it")
+    return metadata
+
+
 def load_features(path, split="train", lazy=False):
     """Load one split of a feature file.
 
@@ -88,9 +96,7 @@ def load_features(path, split="train", lazy=False):
     """
     if split not in SPLITS:
         raise FeatpipeError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    metadata = read_metadata(path)
-    if not metadata.get("complete"):
-        raise FeatpipeError(f"feature file {path} is incomplete; rerun `featpipe extract` to finish it")
+    metadata = complete_metadata(path)
     file = h5py.File(path, "r")
     group = file[split]
     labels = group["labels"][:]

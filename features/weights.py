@@ -27,7 +27,7 @@ import warnings
 from pathlib import Path
 from unittest import mock
 
-from features.errors import FeatpipeError
+from features.errors import FeatpipeError, first_line
 
 RANDOM_WEIGHTS_WARNING = "WARNING: random weights (--weights none): these features are not ImageNet features"
 
@@ -173,5 +173,4 @@ def _weights_error(backbone, choice, error):
             f"ImageNet weights for {backbone.name} are not cached and could not be downloaded (offline?): "
             f"put {wanted}{origin} into {keras_cache_dir()}/, or pass --weights PATH to a copy of it"
         )
-    first_line = message.strip().splitlines()[0] if message.strip() else type(error).__name__
-    return FeatpipeError(f"cannot load {choice.label} weights into {backbone.name}: {first_line}")
+    return FeatpipeError(f"cannot load {choice.label} weights into {backbone.name}: {first_line(error)}")

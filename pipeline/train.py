@@ -51,11 +51,9 @@ def train_labels(path):
     """The training labels of a complete feature file (refusing missing or incomplete ones)."""
     import h5py
 
-    from features.feature_store import read_metadata
+    from features.feature_store import complete_metadata
 
-    metadata = read_metadata(path)
-    if not metadata.get("complete"):
-        raise FeatpipeError(f"feature file {path} is incomplete; rerun `featpipe extract` to finish it")
+    metadata = complete_metadata(path)
     with h5py.File(path, "r") as file:
         return metadata, file["train"]["labels"][:]
 

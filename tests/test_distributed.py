@@ -63,6 +63,10 @@ class FakeExtractor:
         flat = X.reshape(len(X), -1).astype(np.float32)
         return np.concatenate([flat[:, : FAKE_DIM - 1] / 255, flat.mean(axis=1, keepdims=True)], axis=1)
 
+    def transform_batches(self, batches):
+        for key, images in batches:
+            yield key, self.transform(images)
+
     def file_attributes(self, image_store, splits=SPLITS):
         return {
             "backbone": "fake",

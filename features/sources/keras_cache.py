@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from features.backend import load_keras
-from features.errors import FeatpipeError
+from features.errors import FeatpipeError, first_line
 
 
 class DownloadFailed(Exception):
@@ -38,8 +38,7 @@ def download_with_keras(name):
     try:
         return module.load_data()
     except Exception as error:  # noqa: BLE001 - network, disk and hash errors all mean "no data"
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DownloadFailed(first_line) from None
+        raise DownloadFailed(first_line(error)) from None
 
 
 def first_complete(folders, missing):
