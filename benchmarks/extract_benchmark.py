@@ -311,6 +311,7 @@ def measure_course(args):
 def measure_stages(args):
     """Where extract's time goes: each stage alone, images per second (``--breakdown``)."""
     from features.backend import load_keras
+    from features.atomic import partial_path
     from features.engine import RowSink, iter_feature_batches
     from features.feature_store import FeatureWriter
     from features.image_store import ImageStore
@@ -339,7 +340,7 @@ def measure_stages(args):
             sink.put("train", features[start : start + args.batch_size])
         sink.close()
     rates["writing alone (RowSink + FeatureWriter), these features"] = rows / (time.perf_counter() - started)
-    out.with_name(out.name + ".partial").unlink(missing_ok=True)
+    partial_path(out).unlink(missing_ok=True)
     return {"stages": rates, "images_per_second": None}
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from features import distributed
+from features.atomic import partial_path
 from features.distributed import PartFolder, Shard, ShardJoin, extract_distributed, parts_folder, plan_shards
 from features.engine import extract_features
 from features.errors import FeatpipeError
@@ -219,7 +220,7 @@ def test_distributed_equals_single_process(store, tmp_path, scheduler):
     assert read_metadata(out) == read_metadata(reference)
     assert summary["rows"] == {"train": 24, "test": 10} and summary["rows_computed"] == 34
     assert summary["shards"] == 9 and summary["shards_reused"] == 0 and summary["workers"] == 2
-    assert not parts_folder(out).exists() and not Path(str(out) + ".partial").exists()
+    assert not parts_folder(out).exists() and not partial_path(out).exists()
     # A second run finds the file complete and computes nothing.
     again = extract_distributed(store, out, FakeExtractor(), scheduler=scheduler, shard_size=4, progress=False)
     assert again["skipped_because_complete"] and again["rows_computed"] == 0
@@ -255,7 +256,7 @@ def test_a_restarted_client_reuses_finished_shards(store, tmp_path, scheduler, m
         extract_distributed(store, out, FakeExtractor(delay=0.05), scheduler=scheduler, shard_size=4, progress=False)
     monkeypatch.undo()
     wait_until_idle(scheduler)
-    with h5py.File(Path(str(out) + ".partial")) as partial:
+    with h5py.File(partial_path(out)) as partial:
         kept = {name: set(range(partial[name].attrs["rows_written"])) for name in SPLITS}
     for part in parts_folder(out).glob("*.npy"):
         name, start, stop, _ = part.stem.split("-")

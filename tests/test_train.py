@@ -57,9 +57,9 @@ def write_feature_file(path, images, *, weights="none", transform=None, complete
 
 
 @pytest.fixture
-def project(tmp_path, monkeypatch):
+def project(in_tmp_project):
     """A project folder: params.yaml, a 60 + 30 image store and a matching vgg16-fc2 feature file."""
-    monkeypatch.chdir(tmp_path)
+    tmp_path = in_tmp_project
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(FAST_PARAMS))
     images = tmp_path / "data" / "prepared" / "images.h5"
     write_image_store(images, make_splits(n_train=60, n_test=30, size=8), source="tiny", class_names=CLASS_NAMES, seed=0)
