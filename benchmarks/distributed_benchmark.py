@@ -202,7 +202,8 @@ def relu_like_rows(rows, dim, seed=0):
 
 def time_join(out, dim, rows=4096, shard_size=1024):
     """Milliseconds per 1000 rows for the client to load parts and append them to the feature file."""
-    from features.distributed import PartFolder, ShardJoin, _npy_bytes, _write_atomically, parts_folder, plan_shards
+    from features.atomic import write_bytes_atomically
+    from features.distributed import PartFolder, ShardJoin, _npy_bytes, parts_folder, plan_shards
     from features.feature_store import FeatureWriter
 
     attrs = {"backbone": "bench", "layer": "x", "feature_dim": dim, "class_names": ["a"], "splits": ["train", "test"]}
@@ -210,7 +211,7 @@ def time_join(out, dim, rows=4096, shard_size=1024):
     parts = PartFolder(parts_folder(out), attrs)
     shards = plan_shards({"train": rows, "test": 0}, shard_size)
     for shard in shards:
-        _write_atomically(parts.part(shard), _npy_bytes(relu_like_rows(shard.stop - shard.start, dim, shard.start)))
+        write_bytes_atomically(parts.part(shard), _npy_bytes(relu_like_rows(shard.stop - shard.start, dim, shard.start)))
     with FeatureWriter(out, attrs=attrs, splits=splits, overwrite=True) as writer:
         join = ShardJoin(writer, shards, parts)
         started = time.perf_counter()
@@ -223,11 +224,12 @@ def time_join(out, dim, rows=4096, shard_size=1024):
 
 
 def time_part_write(workdir, dim, rows=1024):
-    from features.distributed import _npy_bytes, _write_atomically
+    from features.atomic import write_bytes_atomically
+    from features.distributed import _npy_bytes
 
     values = relu_like_rows(rows, dim)
     started = time.perf_counter()
-    _write_atomically(workdir / f"part-{dim}.npy", _npy_bytes(values))
+    write_bytes_atomically(workdir / f"part-{dim}.npy", _npy_bytes(values))
     return 1000 * (time.perf_counter() - started) / rows * 1000
 
 

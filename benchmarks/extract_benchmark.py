@@ -211,7 +211,7 @@ def fitted_extractor(args, precision=None):
 
 def describe(extractor):
     from features.backend import load_keras
-    from features.engine import library_versions
+    from features.versions import library_versions
 
     keras = load_keras()
     versions = library_versions()

@@ -7,8 +7,6 @@ stopping on a validation split taken from the training set, keeping the best
 epoch's weights. Keras is imported only when a head is fitted or saved.
 """
 
-import os
-
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import train_test_split
@@ -146,14 +144,8 @@ def build_head(keras, X_fit, n_classes, hidden_units, dropout, batch_norm):
 
 def save_dense(model, path):
     """Save the fitted head's Keras model to ``path`` (``.keras``), atomically."""
-    with atomic_output(path) as aside:
-        # Keras insists on the .keras suffix, so write beside the aside file and move it there.
-        named = aside.with_name(aside.name + ".keras")
-        try:
-            model.model_.save(named)
-            os.replace(named, aside)
-        finally:
-            named.unlink(missing_ok=True)
+    with atomic_output(path, suffix=".keras") as aside:  # Keras saves only to .keras names
+        model.model_.save(aside)
 
 
 @register("dense", suffix=".keras", save=save_dense)

@@ -18,7 +18,7 @@ from typing import Callable
 import joblib
 
 from features.atomic import atomic_output
-from features.errors import FeatpipeError
+from features.registry import Registry
 
 
 def save_joblib(model, path):
@@ -43,16 +43,14 @@ class Entry:
     save: Callable
 
 
-_REGISTRY = {}
+CLASSIFIERS = Registry("classifier")
 
 
 def register(name, *, suffix=".joblib", save=save_joblib):
     """Decorator: add ``build`` to the registry under ``name``."""
 
     def decorator(build):
-        if name in _REGISTRY:
-            raise ValueError(f"classifier {name!r} is already registered")
-        _REGISTRY[name] = Entry(name, build, suffix, save)
+        CLASSIFIERS.add(name, Entry(name, build, suffix, save))
         return build
 
     return decorator
@@ -60,15 +58,12 @@ def register(name, *, suffix=".joblib", save=save_joblib):
 
 def available():
     """Registered classifier names, sorted."""
-    return sorted(_REGISTRY)
+    return CLASSIFIERS.names()
 
 
 def get(name):
     """The :class:`Entry` for ``name``; an unknown name lists the valid ones."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise FeatpipeError(f"unknown classifier {name!r}; expected one of: {', '.join(available())}") from None
+    return CLASSIFIERS.get(name)
 
 
 def check_names(names):

@@ -28,8 +28,9 @@ import dataclasses
 from pathlib import Path
 
 from features.errors import FeatpipeError, first_line
+from features.registry import Registry
 
-_REGISTRY = {}
+BACKBONES = Registry("backbone", alternatives="or a path to a .keras model file")
 
 # Keras' application names for the preprocessing modes of imagenet_utils.
 PREPROCESSING_MODES = {
@@ -132,7 +133,7 @@ def register_backbone(**fields):
         entry = Backbone(name=function.__name__, description=(function.__doc__ or "").strip(), **fields)
         if entry.default_layer not in entry.layers:
             raise ValueError(f"{entry.name}: default layer {entry.default_layer!r} is not offered")
-        _REGISTRY[entry.name] = entry
+        BACKBONES.add(entry.name, entry)
         return function
 
     return add
@@ -140,22 +141,31 @@ def register_backbone(**fields):
 
 def list_backbones():
     """Registry names, sorted."""
-    return sorted(_REGISTRY)
+    return BACKBONES.names()
 
 
 def get_backbone(name):
     """The registry entry called ``name``; an unknown name lists the known ones."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise FeatpipeError(
-            f"unknown backbone {name!r}; expected one of: {', '.join(list_backbones())}, or a path to a .keras model file"
-        ) from None
+    return BACKBONES.get(name)
 
 
 def is_model_file(name):
     """Whether ``name`` means a user's Keras model file rather than a registry entry."""
     return str(name).endswith(".keras")
+
+
+def resolve_layer(backbone, layer=None):
+    """The layer features are taken from: ``layer``, or the backbone's default.
+
+    The one place this is decided. A registry name checks ``layer`` against
+    the layers it offers; a model file has no default, so it needs ``layer``
+    (whether the file has it is checked when the model loads).
+    """
+    if is_model_file(backbone):
+        if not layer:
+            raise FeatpipeError(f"{backbone}: a model file needs a layer (--layer NAME, or `layer:` in extract.backbones)")
+        return layer
+    return get_backbone(backbone).resolve_layer(layer)
 
 
 def _vgg_layers():

@@ -1,4 +1,6 @@
-"""Import Keras quietly, once, whichever backend the environment selects.
+"""How featpipe reaches Keras: a quiet import, its home folder, and seeded random weights.
+
+Import Keras quietly, once, whichever backend the environment selects.
 
 TensorFlow prints start-up noise (oneDNN notices, absl's "before
 InitializeLog" lines, CUDA probing) that would bury featpipe's own output.
@@ -8,13 +10,20 @@ pointed at /dev/null, unless the user set ``TF_CPP_MIN_LOG_LEVEL`` to ask
 for TensorFlow's logs. Keras 3 picks its backend from ``KERAS_BACKEND``
 (tensorflow by default; jax and torch work too, since featpipe only uses
 backend-neutral Keras APIs).
+
+This is also the one module that touches a private Keras name
+(:func:`seeded_initialisation`), for a reason given there.
 """
 
 import contextlib
 import functools
 import logging
 import os
+import random
 import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 @functools.cache
@@ -58,3 +67,50 @@ def native_stderr_silenced(enabled=True):
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+def keras_home():
+    """Keras' home folder: ``$KERAS_HOME``, else ``~/.keras`` (``/tmp/.keras`` when home is read-only).
+
+    Keras' own documented rule, which it applies once, when imported: that is
+    why a test fakes an empty cache with ``KERAS_HOME`` in a subprocess.
+    Application weights live in ``<home>/models``, datasets in ``<home>/datasets``
+    and the backend choice in ``<home>/keras.json``.
+    """
+    if os.environ.get("KERAS_HOME"):
+        return Path(os.environ["KERAS_HOME"]).expanduser()
+    home = Path.home()
+    return (home if os.access(home, os.W_OK) else Path("/tmp")) / ".keras"
+
+
+@contextlib.contextmanager
+def seeded_initialisation(keras, seed):
+    """Make Keras' random initial weights a function of ``seed`` alone, in any process.
+
+    ``keras.utils.set_random_seed`` seeds Python's global ``random``, from
+    which Keras draws the seed of every unseeded initializer; but other
+    threads draw from it too (a Dask worker's heartbeat jitter), so on a
+    worker the weights would differ from a plain run's. While the block runs,
+    Keras gets a ``random.Random(seed)`` of its own, which gives the same
+    draws as the freshly seeded global one. Keras has no public way to do
+    this, so this is featpipe's one use of a private Keras name
+    (``keras.src.random.seed_generator.python_random``); should a Keras
+    release move it, the global generator is used as is (same numbers in a
+    plain process; a Dask worker may then differ, and says so in its
+    identity check).
+    """
+    keras.utils.set_random_seed(seed)
+    try:
+        from keras.src.random import seed_generator
+    except ImportError:
+        seed_generator = None
+    if seed_generator is None or not hasattr(seed_generator, "python_random"):
+        log.debug("Keras has no seed_generator.python_random; random weights come from the global generator")
+        yield
+        return
+    shared = seed_generator.python_random
+    seed_generator.python_random = random.Random(seed)
+    try:
+        yield
+    finally:
+        seed_generator.python_random = shared

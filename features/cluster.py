@@ -20,9 +20,10 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
 
+from features.backend import keras_home
 from features.errors import FeatpipeError
+from features.versions import featpipe_version
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +120,11 @@ def _wait_for_workers(client, address):
 def worker_software():
     """What a worker must share with the client: featpipe's version and the Keras backend.
 
-    Runs on each worker through ``client.run``; importing ``pipeline`` here is
-    itself the check that the worker has featpipe installed.
+    Runs on each worker through ``client.run``: unpickling this function
+    imports ``features.cluster``, which is itself the check that the worker
+    has featpipe installed.
     """
-    from pipeline import __version__
-
-    return {"featpipe": __version__, "Keras backend": keras_backend_name()}
+    return {"featpipe": featpipe_version(), "Keras backend": keras_backend_name()}
 
 
 def keras_backend_name():
@@ -133,7 +133,7 @@ def keras_backend_name():
         return sys.modules["keras"].backend.backend()
     if os.environ.get("KERAS_BACKEND"):
         return os.environ["KERAS_BACKEND"]
-    config = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "keras.json"
+    config = keras_home() / "keras.json"
     try:
         return json.loads(config.read_text()).get("backend", "tensorflow")
     except (OSError, ValueError):

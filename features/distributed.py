@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from features.atomic import write_bytes_atomically
 from features.cluster import dask_client, dashboard_link
 from features.errors import FeatpipeError
 from features.feature_store import FeatureWriter, identity, identity_mismatch
@@ -168,7 +169,7 @@ class PartFolder:
                 log.info("discarding %s: its parts were made with other settings", self.path)
             shutil.rmtree(self.path, ignore_errors=True)
             self.path.mkdir(parents=True)
-            _write_atomically(self.path / IDENTITY_FILE, text.encode())
+            write_bytes_atomically(self.path / IDENTITY_FILE, text.encode())
 
     def _recorded_identity(self):
         try:
@@ -352,7 +353,7 @@ def extract_shard(extractor, image_store_path, shard, part_path):
         )
     with _open_store(image_store_path) as store:
         rows = _shard_rows(fitted_extractor(extractor, store), store, shard)
-    _write_atomically(part_path, _npy_bytes(rows))
+    write_bytes_atomically(part_path, _npy_bytes(rows))
     return str(part_path)
 
 
@@ -391,34 +392,13 @@ def _npy_bytes(rows):
     return buffer.getvalue()
 
 
-def _write_atomically(path, data):
-    """Write ``data`` beside ``path`` under a unique name, then rename: readers see all or nothing."""
-    aside = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(aside, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(aside, path)
-    except BaseException:
-        aside.unlink(missing_ok=True)
-        raise
-
-
 def _summary(attrs, out_path, splits, done, setup_seconds, client, skipped=False):
-    """The summary :func:`features.engine.extract_features` gives, plus the cluster's part."""
-    return {
-        "rows": {name: len(labels) for name, (labels, _) in splits.items()},
-        "rows_computed": done.rows_computed,
-        "feature_dim": int(attrs["feature_dim"]),
-        "seconds": round(done.seconds, 3),
-        "images_per_second": round(done.rows_computed / done.seconds, 2) if done.seconds > 0 else None,
-        "path": str(out_path),
-        "weights": attrs["weights"],
-        "random_weights": attrs["weights"] == "none",
-        "skipped_because_complete": skipped,
-        "shards": done.shards,
-        "shards_reused": done.reused,
-        "workers": len(client.scheduler_info()["workers"]),
-        "setup_seconds": round(setup_seconds, 3),
-    }
+    """:func:`features.engine.run_summary`, plus the cluster's part."""
+    from features.engine import run_summary
+
+    rows = {name: len(labels) for name, (labels, _) in splits.items()}
+    return run_summary(
+        attrs, out_path, rows, done.rows_computed, done.seconds, skipped,
+        shards=done.shards, shards_reused=done.reused,
+        workers=len(client.scheduler_info()["workers"]), setup_seconds=round(setup_seconds, 3),
+    )

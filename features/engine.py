@@ -20,7 +20,6 @@ Public API (also the building blocks of ``features.distributed``):
 """
 
 import contextlib
-import importlib.metadata
 import logging
 import queue
 import sys
@@ -35,6 +34,7 @@ from features.backend import load_keras
 from features.errors import FeatpipeError, first_line
 from features.feature_store import FeatureWriter
 from features.image_store import ROWS_PER_CHUNK, SPLITS, ImageStore
+from features.versions import library_versions
 from features.weights import build_with_weights, file_sha256, resolve_weights, seeded_initialisation, strict_weight_loading
 
 log = logging.getLogger(__name__)
@@ -350,7 +350,8 @@ def resolve_device(keras, device):
     """``device`` normalised to Keras' ``"gpu:0"`` form, checked against this machine's devices."""
     if device is None:
         return None
-    available = [_normal_device(name) for name in keras.distribution.list_devices()]
+    # Every backend can run on the CPU, but Keras on JAX lists only the accelerators when it has one.
+    available = list(dict.fromkeys(["cpu:0", *(_normal_device(name) for name in keras.distribution.list_devices())]))
     wanted = _normal_device(device)
     if wanted not in available:
         raise FeatpipeError(f"unknown device {device!r}; this machine has: {', '.join(available)}")
@@ -366,27 +367,6 @@ def _normal_device(name):
 def device_scope(keras, device):
     """``keras.device(device)``, or no scope at all when ``device`` is ``None``."""
     return keras.device(device) if device else contextlib.nullcontext()
-
-
-def library_versions():
-    """Versions that decide the numbers: featpipe, Keras and its backend, h5py, NumPy."""
-    keras = load_keras()
-    backend = keras.backend.backend()
-    backend_module = sys.modules.get(backend)
-    return {
-        "featpipe": _distribution_version("featpipe"),
-        "keras": keras.__version__,
-        "backend": f"{backend} {getattr(backend_module, '__version__', 'unknown')}",
-        "h5py": _distribution_version("h5py"),
-        "numpy": np.__version__,
-    }
-
-
-def _distribution_version(name):
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 # --- streaming: store → batches → rows → file -------------------------------------------
@@ -605,13 +585,13 @@ def extract_features(image_store_path, out_path, extractor, *, overwrite=False, 
         rows = {name: len(labels) for name, (labels, _) in split_rows.items()}
         writer = FeatureWriter(out_path, attrs=attrs, splits=split_rows, overwrite=overwrite)
         if writer.already_complete:
-            return _summary(extractor, out_path, rows, computed=0, seconds=0.0, skipped=True)
+            return run_summary(attrs, out_path, rows, computed=0, seconds=0.0, skipped=True)
         with writer:
             started = time.perf_counter()
             computed = _extract_into(writer, extractor, store, splits, progress)
             writer.finish()
             seconds = time.perf_counter() - started
-    return _summary(extractor, out_path, rows, computed, seconds, skipped=False)
+    return run_summary(attrs, out_path, rows, computed, seconds)
 
 
 def _extract_into(writer, extractor, store, splits, progress):
@@ -636,15 +616,33 @@ def _extract_into(writer, extractor, store, splits, progress):
     return total - done
 
 
-def _summary(extractor, path, rows, computed, seconds, skipped):
+def run_summary(attrs, path, rows, computed, seconds, skipped=False, **extra):
+    """What an extraction run did, for the CLI and for callers: the same keys however it ran.
+
+    Parameters
+    ----------
+    attrs : dict
+        The feature file's root attributes.
+    rows : dict
+        ``{split: rows in the file}``.
+    computed : int
+        Rows computed by this run (the rest were on disk already).
+    seconds : float
+        Time spent extracting.
+    skipped : bool
+        The file was complete already; nothing was done.
+    **extra
+        Further entries, e.g. the Dask run's shard counts.
+    """
     return {
         "rows": rows,
         "rows_computed": computed,
-        "feature_dim": int(extractor.feature_dim_),
+        "feature_dim": int(attrs["feature_dim"]),
         "seconds": round(seconds, 3),
         "images_per_second": round(computed / seconds, 2) if seconds > 0 else None,
         "path": str(path),
-        "weights": extractor.weights_label_,
-        "random_weights": extractor.weights_label_ == "none",
+        "weights": attrs["weights"],
+        "random_weights": attrs["weights"] == "none",
         "skipped_because_complete": skipped,
+        **extra,
     }

@@ -19,14 +19,11 @@ seeds make two identities).
 import contextlib
 import dataclasses
 import hashlib
-import os
-import random
 import re
-import sys
 import warnings
 from pathlib import Path
-from unittest import mock
 
+from features.backend import keras_home, seeded_initialisation  # noqa: F401  (re-exported: part of the weights story)
 from features.errors import FeatpipeError, first_line
 
 RANDOM_WEIGHTS_WARNING = "WARNING: random weights (--weights none): these features are not ImageNet features"
@@ -76,16 +73,7 @@ def resolve_weights(weights):
 
 def keras_cache_dir():
     """Where Keras keeps downloaded application weights: ``<keras home>/models``."""
-    if "keras" in sys.modules:
-        # Keras fixes its home when imported; ask it rather than guess.
-        from keras.src.backend.config import keras_home
-
-        return Path(keras_home()).expanduser() / "models"
-    home = os.environ.get("KERAS_HOME")
-    if not home:
-        # Keras' own rule: ~/.keras, or /tmp/.keras when the home folder is read-only.
-        home = Path.home() / ".keras" if os.access(Path.home(), os.W_OK) else Path("/tmp/.keras")
-    return Path(home).expanduser() / "models"
+    return keras_home() / "models"
 
 
 def file_sha256(path):
@@ -115,27 +103,6 @@ def strict_weight_loading():
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("error", category=UserWarning, module=r"keras\.src\.(saving|legacy)")
-        yield
-
-
-@contextlib.contextmanager
-def seeded_initialisation(keras, seed):
-    """Make random initial weights a function of ``seed`` alone, in any process.
-
-    ``keras.utils.set_random_seed`` seeds Python's global ``random``, from
-    which Keras draws the seed of every unseeded initializer; but other
-    threads draw from it too (a Dask worker's heartbeat jitter), so on a
-    worker the weights would differ from a plain run's. While the model is
-    built, Keras gets a ``random.Random(seed)`` of its own, which gives the
-    same draws as the freshly seeded global one.
-    """
-    keras.utils.set_random_seed(seed)
-    try:
-        from keras.src.random import seed_generator
-    except ImportError:  # another Keras layout: nothing to shield
-        yield
-        return
-    with mock.patch.object(seed_generator, "python_random", random.Random(seed)):
         yield
 
 

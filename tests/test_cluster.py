@@ -1,7 +1,6 @@
 """Connecting to Dask: unreachable schedulers and unfit workers are refused up front."""
 
 import sys
-import time
 
 import pytest
 
@@ -22,12 +21,11 @@ def local_cluster():
 
 def test_unreachable_scheduler_is_one_line_naming_it():
     address = f"tcp://127.0.0.1:{free_port()}"
-    started = time.perf_counter()
-    with pytest.raises(FeatpipeError, match=f"cannot reach the Dask scheduler at {address}") as error:
+    with pytest.raises(FeatpipeError) as error:
         with dask_client(scheduler=address, connect_timeout=0.5):
             pass
+    assert str(error.value).startswith(f"cannot reach the Dask scheduler at {address}: no answer within 0.5 s")
     assert "\n" not in str(error.value)
-    assert time.perf_counter() - started < 5
 
 
 def test_malformed_address_is_refused():
@@ -51,7 +49,7 @@ def test_connects_and_checks_workers(local_cluster):
 
 def test_other_featpipe_version_on_workers_is_named(local_cluster, monkeypatch):
     # The client claims another version; the workers, running the real code, disagree.
-    monkeypatch.setattr("pipeline.__version__", "9.9.9")
+    monkeypatch.setattr(cluster, "featpipe_version", lambda: "9.9.9")
     with pytest.raises(FeatpipeError, match=r"Dask worker\(s\) tcp://127\.0\.0\.1:\d+ \(0\.1\.0\), tcp://.* run featpipe other than this client's 9\.9\.9"):
         with dask_client(scheduler=local_cluster.scheduler_address):
             pass

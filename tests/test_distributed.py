@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from features import distributed
-from features.atomic import partial_path
+from features.atomic import partial_path, write_bytes_atomically
 from features.distributed import PartFolder, Shard, ShardJoin, extract_distributed, parts_folder, plan_shards
 from features.engine import extract_features
 from features.errors import FeatpipeError
@@ -172,7 +172,7 @@ def test_parts_join_in_row_order_whatever_order_they_finish(store, tmp_path):
         shards = plan_shards({name: len(rows[name]) for name in SPLITS}, 8)
         join = ShardJoin(writer, shards, parts)
         for shard in reversed(shards):
-            distributed._write_atomically(parts.part(shard), distributed._npy_bytes(rows[shard.split][shard.start : shard.stop]))
+            write_bytes_atomically(parts.part(shard), distributed._npy_bytes(rows[shard.split][shard.start : shard.stop]))
             join.finished(shard)
             # Nothing joins before the first shard; then everything does, in order.
             expected = {"train": 24, "test": 10} if shard == shards[0] else {"train": 0, "test": 0}
@@ -188,7 +188,7 @@ def test_parts_made_with_other_settings_are_discarded(store, tmp_path):
     folder = tmp_path / "out.h5.parts"
     parts = PartFolder(folder, attrs)
     shard = Shard("train", 0, 8)
-    distributed._write_atomically(parts.part(shard), distributed._npy_bytes(np.ones((8, FAKE_DIM), np.float32)))
+    write_bytes_atomically(parts.part(shard), distributed._npy_bytes(np.ones((8, FAKE_DIM), np.float32)))
     assert PartFolder(folder, attrs).load(shard) is not None
     assert PartFolder(folder, dict(attrs, weights_sha256="1" * 64)).load(shard) is None
     assert not parts.part(shard).exists()
@@ -198,7 +198,7 @@ def test_a_malformed_part_is_not_taken(store, tmp_path):
     attrs, _ = fake_attrs(store)
     parts = PartFolder(tmp_path / "out.h5.parts", attrs)
     shard = Shard("train", 0, 8)
-    distributed._write_atomically(parts.part(shard), distributed._npy_bytes(np.ones((7, FAKE_DIM), np.float32)))
+    write_bytes_atomically(parts.part(shard), distributed._npy_bytes(np.ones((7, FAKE_DIM), np.float32)))
     assert parts.load(shard) is None
     parts.part(shard).write_bytes(b"\x93NUMPY garbage")
     assert parts.load(shard) is None

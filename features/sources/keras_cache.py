@@ -6,10 +6,8 @@ Keras (and TensorFlow behind it) is imported only inside
 """
 
 import importlib
-import os
-from pathlib import Path
 
-from features.backend import load_keras
+from features.backend import keras_home, load_keras
 from features.errors import FeatpipeError, first_line
 
 
@@ -18,9 +16,8 @@ class DownloadFailed(Exception):
 
 
 def keras_datasets_dir():
-    """Where Keras caches datasets: ``$KERAS_HOME/datasets``, by default ``~/.keras/datasets``."""
-    home = os.environ.get("KERAS_HOME") or Path.home() / ".keras"
-    return Path(home) / "datasets"
+    """Where Keras caches datasets: ``<keras home>/datasets``."""
+    return keras_home() / "datasets"
 
 
 def download_with_keras(name):

@@ -1,34 +1,27 @@
-"""A registry of image sources: a name maps to the function that loads it.
+"""The registry of image sources: a name maps to the function that loads it.
 
-Adding a source is one decorated function (timm's ``_registry.py`` pattern);
-nothing else needs to learn its name.
+Adding a source is one decorated function; nothing else needs to learn its name.
 """
 
-from features.errors import FeatpipeError
+from features.registry import Registry
 
-_LOADERS = {}
+SOURCES = Registry("source")
 
 
 def register_source(name):
     """Add the decorated ``loader(path, settings) -> Dataset`` under ``name``."""
 
     def add(loader):
-        if name in _LOADERS:
-            raise ValueError(f"source {name!r} is registered twice")
-        _LOADERS[name] = loader
-        return loader
+        return SOURCES.add(name, loader)
 
     return add
 
 
 def list_sources():
     """The registered source names, sorted."""
-    return sorted(_LOADERS)
+    return SOURCES.names()
 
 
 def get_source(name):
     """The loader registered as ``name``; an unknown name lists the known ones."""
-    try:
-        return _LOADERS[name]
-    except KeyError:
-        raise FeatpipeError(f"unknown source {name!r}; expected one of: {', '.join(list_sources())}") from None
+    return SOURCES.get(name)
