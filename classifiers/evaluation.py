@@ -140,40 +140,24 @@ def write_confusion_csv(path, y_true, y_pred, class_names):
 
 
 def write_json(path, data):
-    """Write ``data`` as indented JSON, atomically."""
+    """Write ``data`` as indented, strict JSON (no NaN or Infinity), atomically."""
+    text = json.dumps(data, indent=2, sort_keys=False, allow_nan=False)
     with atomic_output(path) as aside:
-        aside.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        aside.write_text(text + "\n")
 
 
-def read_json(path):
-    """Read a metrics JSON; a missing or broken file is a user-fixable error."""
-    try:
-        with open(path) as file:
-            return json.load(file)
-    except FileNotFoundError:
-        raise FeatpipeError(f"metrics file not found: {path}") from None
-    except json.JSONDecodeError as error:
-        raise FeatpipeError(f"metrics file {path} is not valid JSON (line {error.lineno}); rerun its stage") from None
-
-
-def write_evaluation(record, y_true, y_pred, class_names, *, metrics_path, confusion_csv, confusion_png):
-    """Write a model's confusion matrix (CSV for DVC, PNG) and then its metrics JSON.
-
-    The JSON goes last: a metrics file on disk means the rest is there too.
+def save_confusion(csv_path, png_path, y_true, y_pred, class_names, title):
+    """A model's confusion matrix, as DVC's plot input (CSV) and as a PNG titled ``title``.
 
     Parameters
     ----------
-    record : dict, the metrics JSON's content; ``model`` and ``accuracy`` title the PNG
     y_true, y_pred : ndarray of shape (n_test,), class indices
     class_names : list of str
     """
     from classifiers.plots import save_confusion_png
 
-    write_confusion_csv(confusion_csv, y_true, y_pred, class_names)
-    counts = confusion_counts(y_true, y_pred, len(class_names))
-    title = f"{record['model']}: accuracy {record['accuracy']:.3f}"
-    save_confusion_png(confusion_png, counts, class_names, title)
-    write_json(metrics_path, record)
+    write_confusion_csv(csv_path, y_true, y_pred, class_names)
+    save_confusion_png(png_path, confusion_counts(y_true, y_pred, len(class_names)), class_names, title)
 
 
 def data_record(store_attrs):

@@ -1,22 +1,6 @@
-"""The raw-pixel baseline: a random forest on flattened images scaled to [0, 1]."""
+"""Raw pixels as features: what the pixel baseline (a random forest from the registry) learns from."""
 
 import numpy as np
-from sklearn.ensemble import RandomForestClassifier
-
-
-def pixel_forest(seed, n_estimators=100, criterion="entropy", max_depth=100, n_jobs=-1):
-    """The forest published for Fashion-MNIST on raw pixels.
-
-    The defaults (100 trees, entropy, depth 100) are the best raw-pixel
-    random forest of the Fashion-MNIST benchmark table (0.873 test accuracy).
-    """
-    return RandomForestClassifier(
-        n_estimators=n_estimators,
-        criterion=criterion,
-        max_depth=max_depth,
-        n_jobs=n_jobs,
-        random_state=seed,
-    )
 
 
 def pixel_matrix(images):

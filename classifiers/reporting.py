@@ -1,18 +1,18 @@
 """``report.md``: every model against the pixel baseline, from their metrics records.
 
-Pure text in, text out: :func:`render_report` takes the records that
-``baseline`` and ``train`` wrote (dicts) and returns Markdown.
+Pure text in, text out: :func:`render_report` takes the
+:class:`~classifiers.records.ModelRecord` of every model and returns Markdown.
 """
 
 
 def rank(records):
     """Records sorted by test accuracy, best first (ties by name, so the order is stable)."""
-    return sorted(records, key=lambda record: (-record["accuracy"], record["model"]))
+    return sorted(records, key=lambda record: (-record.accuracy, record.model))
 
 
 def random_weight_sources(records):
     """``backbone layer`` of every feature set extracted with random weights, sorted."""
-    return sorted({f"{r['backbone']} {r['layer']}" for r in records if r.get("random_weights")})
+    return sorted({f"{r.backbone} {r.layer}" for r in records if r.random_weights})
 
 
 def render_report(baseline, models, *, accuracy_chart, best_confusion):
@@ -20,8 +20,8 @@ def render_report(baseline, models, *, accuracy_chart, best_confusion):
 
     Parameters
     ----------
-    baseline : dict, the pixel baseline's metrics record
-    models : list of dict, one metrics record per trained model
+    baseline : ModelRecord, the pixel baseline's
+    models : list of ModelRecord, one per trained model
     accuracy_chart : str, the bar chart's path relative to the report
     best_confusion : callable, ``best_confusion(model_name) -> str``: the
         relative path of a model's confusion-matrix PNG
@@ -44,13 +44,13 @@ def render_report(baseline, models, *, accuracy_chart, best_confusion):
     lines += _results_table(ranked, baseline)
     lines += [f"![Test accuracy by model]({accuracy_chart})", ""]
     lines += [
-        f"## Best model: {best['model']}",
+        f"## Best model: {best.model}",
         "",
-        f"Test accuracy {best['accuracy']:.4f}, balanced accuracy {best['balanced_accuracy']:.4f}, "
-        f"macro F1 {best['macro_f1']:.4f}; {_points(best['accuracy'] - baseline['accuracy'])} points "
+        f"Test accuracy {best.accuracy:.4f}, balanced accuracy {best.balanced_accuracy:.4f}, "
+        f"macro F1 {best.macro_f1:.4f}; {_points(best.accuracy - baseline.accuracy)} points "
         "against the pixel baseline.",
         "",
-        f"![Confusion matrix of {best['model']}]({best_confusion(best['model'])})",
+        f"![Confusion matrix of {best.model}]({best_confusion(best.model)})",
         "",
     ]
     return "\n".join(lines)
@@ -67,8 +67,8 @@ def _warnings(baseline, models):
             "Rerun with `extract.weights: imagenet` (or a weights file) for real results.",
             "",
         ]
-    fingerprint = baseline.get("data", {}).get("image_store_fingerprint")
-    stale = sorted(m["model"] for m in models if m.get("data", {}).get("image_store_fingerprint") != fingerprint)
+    fingerprint = baseline.data.get("image_store_fingerprint")
+    stale = sorted(m.model for m in models if m.data.get("image_store_fingerprint") != fingerprint)
     if stale:
         lines += [
             f"> **WARNING: mixed data.** {', '.join(stale)} came from another image store than the pixel "
@@ -79,21 +79,21 @@ def _warnings(baseline, models):
 
 
 def _data_section(baseline, models):
-    data = baseline.get("data", {})
-    classes = list(baseline.get("per_class", {}))
-    features = sorted({(m["backbone"], m["layer"], str(m["weights"]), m.get("n_features")) for m in models})
+    data = baseline.data
+    classes = list(baseline.per_class)
+    features = sorted({(m.backbone, m.layer, str(m.weights), m.n_features) for m in models})
     lines = [
         "## Data",
         "",
         f"- Data set: {data.get('source', 'unknown')}, {len(classes)} classes ({', '.join(classes)})",
-        f"- Training images: {baseline['n_train']}{_subset(data.get('train_size'))}; "
-        f"test images: {baseline['n_test']}{_subset(data.get('test_size'))}",
+        f"- Training images: {baseline.n_train}{_subset(data.get('train_size'))}; "
+        f"test images: {baseline.n_test}{_subset(data.get('test_size'))}",
     ]
     for backbone, layer, weights, dim in features:
         lines.append(f"- Features: {backbone} `{layer}` ({dim} dimensions), weights: {weights}")
     if not features:
         lines.append("- Features: none trained yet (only the pixel baseline)")
-    lines.append(f"- Pixel baseline: {baseline['n_features']} pixels per image, scaled to [0, 1]")
+    lines.append(f"- Pixel baseline: {baseline.n_features} pixels per image, scaled to [0, 1]")
     return lines + [""]
 
 
@@ -112,13 +112,13 @@ def _results_table(ranked, baseline):
     ]
     for position, record in enumerate(ranked, 1):
         is_baseline = record is baseline
-        features = "raw pixels" if is_baseline else f"{record['backbone']} `{record['layer']}`"
-        weights = "—" if is_baseline else str(record["weights"]) + (" (random)" if record.get("random_weights") else "")
-        delta = "baseline" if is_baseline else _points(record["accuracy"] - baseline["accuracy"])
+        features = "raw pixels" if is_baseline else f"{record.backbone} `{record.layer}`"
+        weights = "—" if is_baseline else str(record.weights) + (" (random)" if record.random_weights else "")
+        delta = "baseline" if is_baseline else _points(record.accuracy - baseline.accuracy)
         lines.append(
-            f"| {position} | {record['model']} | {features} | {weights} | {record['classifier']} "
-            f"| {record['accuracy']:.4f} | {delta} | {record['balanced_accuracy']:.4f} "
-            f"| {record['macro_f1']:.4f} | {record['fit_seconds']:.1f} | {record['predict_seconds']:.2f} |"
+            f"| {position} | {record.model} | {features} | {weights} | {record.classifier} "
+            f"| {record.accuracy:.4f} | {delta} | {record.balanced_accuracy:.4f} "
+            f"| {record.macro_f1:.4f} | {record.fit_seconds:.1f} | {record.predict_seconds:.2f} |"
         )
     return lines + [""]
 

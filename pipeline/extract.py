@@ -12,17 +12,15 @@ otherwise) that holds only that group; the default ``all`` writes both.
 Keras is imported only once a command runs, so ``featpipe --help`` stays fast.
 """
 
-import logging
 from pathlib import Path
 
 import click
 
 from features.errors import FeatpipeError
 from pipeline import paths
-from pipeline.options import images_option, params_option, read_params, scheduler_option
-from pipeline.params import defaults, override
+from pipeline.options import images_option, params_option, scheduler_option
+from pipeline.stage import stage_params
 
-log = logging.getLogger(__name__)
 
 SPLIT_CHOICES = ("train", "test", "all")
 
@@ -62,11 +60,11 @@ def extract(
     the same settings, and refuses one made with other settings unless
     --overwrite.
     """
-    params = _load_params(params_path)
-    settings = override(
-        params, "extract", weights=weights, batch_size=batch_size, precision=precision,
+    params = stage_params(
+        params_path, section="extract", weights=weights, batch_size=batch_size, precision=precision,
         device=device, scheduler=scheduler, workers=workers, shard_size=shard_size,
-    )["extract"]
+    )
+    settings = params["extract"]
     settings["seed"] = params["seed"]
     # A cluster named on the command line replaces the one params.yaml names.
     if scheduler and workers is None:
@@ -79,15 +77,6 @@ def extract(
     for name, chosen_layer, out_path in requests:
         summary = extract_one(name, chosen_layer, out_path, images, settings, split, overwrite)
         click.echo(format_summary(summary, name, settings["precision"]))
-
-
-def _load_params(params_path):
-    # Outside a project (the `extract` console script on a GPU box), no
-    # params.yaml means every default rather than an error.
-    if params_path == str(paths.PARAMS_FILE) and not Path(params_path).exists():
-        log.info("no %s here; using the default params", params_path)
-        return defaults()
-    return read_params(params_path)
 
 
 def _requests(backbone, layer, configured, out):
@@ -122,11 +111,11 @@ def extract_one(backbone, layer, out, images, settings, split, overwrite):
 
 def _check_request(backbone, layer, weights, images):
     """Catch unknown names and missing files before Keras is imported (seconds) or a model built."""
-    from features.backbones import get_backbone, is_model_file
+    from features.backbones import is_model_file, resolve_layer
     from features.weights import resolve_weights
 
     if not is_model_file(backbone):
-        get_backbone(backbone).resolve_layer(layer)
+        resolve_layer(backbone, layer)
     elif not Path(backbone).exists():
         raise FeatpipeError(f"model file not found: {backbone}")
     resolve_weights(weights)
@@ -137,20 +126,14 @@ def _check_request(backbone, layer, weights, images):
 def _extract_distributed(images, out, extractor, settings, overwrite):
     from features.distributed import extract_distributed
 
-    extractor_layer = extractor.layer or _default_layer(extractor.backbone)
-    out_path = Path(out) if out else default_out(extractor.backbone, extractor_layer, "all")
+    from features.backbones import resolve_layer
+
+    layer = resolve_layer(extractor.backbone, extractor.layer)
+    out_path = Path(out) if out else default_out(extractor.backbone, layer, "all")
     return extract_distributed(
         images, out_path, extractor, scheduler=settings["scheduler"], workers=settings["workers"],
         shard_size=settings["shard_size"], overwrite=overwrite, progress=True,
     )
-
-
-def _default_layer(backbone):
-    from features.backbones import get_backbone, is_model_file
-
-    if is_model_file(backbone):
-        raise FeatpipeError("--layer is required with a model file")
-    return get_backbone(backbone).default_layer
 
 
 def default_out(backbone, layer, split="all"):

@@ -3,15 +3,14 @@
 import click
 
 from pipeline import paths
-from pipeline.params import load_params
 
 params_option = click.option(
     "--params",
     "params_path",
     type=click.Path(dir_okay=False),
-    default=str(paths.PARAMS_FILE),
-    show_default=True,
-    help="Params file; options given on the command line override it.",
+    default=None,
+    help=f"Params file; options given on the command line override it. Default: {paths.PARAMS_FILE} "
+    "(every value its default when there is none).",
 )
 
 images_option = click.option(
@@ -28,7 +27,3 @@ scheduler_option = click.option(
     help="Dask scheduler address (tcp://host:8786) to spread the work over; default: params, else this process.",
 )
 
-
-def read_params(params_path):
-    """Load and validate the params file named by ``--params``."""
-    return load_params(params_path)

@@ -7,6 +7,7 @@ since a misspelt knob that silently does nothing is worse than an error.
 """
 
 import copy
+import math
 from pathlib import Path
 
 import yaml
@@ -41,11 +42,13 @@ def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def integer(minimum=None, default=None, nullable=False):
-    expected = "an integer" + (f" >= {minimum}" if minimum is not None else "")
+def integer(minimum=None, default=None, nullable=False, maximum=None):
+    bounds = [f">= {minimum}"] if minimum is not None else []
+    bounds += [f"<= {maximum}"] if maximum is not None else []
+    expected = "an integer" + (" " + " and ".join(bounds) if bounds else "")
     return Rule(
         expected,
-        lambda v: _is_int(v) and (minimum is None or v >= minimum),
+        lambda v: _is_int(v) and (minimum is None or v >= minimum) and (maximum is None or v <= maximum),
         default,
         nullable,
     )
@@ -60,7 +63,7 @@ def number(low=None, high=None, default=None, nullable=False, high_inclusive=Tru
     expected = "a number" + (" " + " and ".join(bounds) if bounds else "")
 
     def check(v):
-        if not (_is_int(v) or isinstance(v, float)):
+        if not (_is_int(v) or (isinstance(v, float) and math.isfinite(v))):  # NaN and infinity are no settings
             return False
         if low is not None and v < low:
             return False
@@ -100,8 +103,11 @@ def _is_grid(value):
     return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, list) and v for k, v in value.items())
 
 
+# NumPy's and scikit-learn's seeds, and the HDF5 attribute featpipe stores them in, take 32 bits.
+MAX_SEED = 2**32 - 1
+
 SCHEMA = {
-    "seed": integer(minimum=0, default=42),
+    "seed": integer(minimum=0, maximum=MAX_SEED, default=42),
     "data": {
         "source": choice("fashion_mnist", "cifar10", "folder", default="fashion_mnist"),
         "path": string(default=None, nullable=True),
@@ -146,7 +152,7 @@ SCHEMA = {
             "C": number(low=0.0, default=10.0),
             "gamma": Rule(
                 "'scale', 'auto' or a positive number",
-                lambda v: v in ("scale", "auto") or (isinstance(v, (int, float)) and v > 0),
+                lambda v: v in ("scale", "auto") or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf),
                 "scale",
             ),
             "pca_components": integer(minimum=1, default=None, nullable=True),
@@ -203,12 +209,22 @@ def validate(raw, schema=SCHEMA, prefix=""):
 
 
 def load_params(path="params.yaml"):
-    """Read and validate a params file; a missing file means every default."""
+    """Read and validate a params file.
+
+    A missing file is an error here; :func:`pipeline.stage.stage_params`
+    decides when the defaults stand in for the project's ``params.yaml``.
+    """
     path = Path(path)
-    if not path.exists():
-        raise FeatpipeError(f"params file not found: {path} (run from the project root or pass --params)")
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise FeatpipeError(f"params file not found: {path} (run from the project root or pass --params)") from None
+    except UnicodeDecodeError:
+        raise FeatpipeError(f"params: {path} is not UTF-8 text (is it a params file?)") from None
+    except OSError as error:
+        raise FeatpipeError(f"cannot read params file {path}: {error.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -4,6 +4,7 @@ Paths are relative to the project root (the folder holding ``params.yaml``
 and ``dvc.yaml``), which is where DVC runs each stage.
 """
 
+import typing
 from pathlib import Path
 
 PARAMS_FILE = Path("params.yaml")
@@ -18,7 +19,6 @@ REPORTS_DIR = Path("reports")
 METRICS_DIR = REPORTS_DIR / "metrics"
 PLOTS_DIR = REPORTS_DIR / "plots"
 REPORT_FILE = REPORTS_DIR / "report.md"
-BASELINE_METRICS = METRICS_DIR / "pixel_rf.json"
 ACCURACY_CHART = PLOTS_DIR / "accuracy.png"
 
 
@@ -33,17 +33,8 @@ def feature_name(path):
 
 
 def feature_files(backbones):
-    """The feature file of each ``extract.backbones`` entry, a missing layer resolved as extract does."""
-    from features.backbones import get_backbone, is_model_file
-    from features.errors import FeatpipeError
-
-    files = []
-    for entry in backbones:
-        layer = entry.get("layer")
-        if layer is None and is_model_file(entry["name"]):
-            raise FeatpipeError(f"extract.backbones: {entry['name']} is a model file and needs a layer")
-        files.append(feature_file(entry["name"], layer or get_backbone(entry["name"]).resolve_layer(None)))
-    return files
+    """The feature file of each ``extract.backbones`` entry (each names its layer)."""
+    return [feature_file(entry["name"], entry["layer"]) for entry in backbones]
 
 
 # One trained model's files go by its name: ``<features>-<classifier>`` (``vgg16-fc2-rf``),
@@ -69,3 +60,19 @@ def confusion_files(name):
     """``reports/plots/<name>-confusion.csv`` (DVC confusion plot) and its ``.png``."""
     return PLOTS_DIR / f"{name}-confusion.csv", PLOTS_DIR / f"{name}-confusion.png"
 
+
+class ModelFiles(typing.NamedTuple):
+    """Every file of one model, as :func:`classifiers.records.write_model_outputs` writes them."""
+
+    model: Path
+    card: Path
+    metrics: Path
+    confusion_csv: Path
+    confusion_png: Path
+
+
+def model_files(name, suffix=".joblib"):
+    """The :class:`ModelFiles` of model ``name``; ``suffix`` is its model file's."""
+    csv_path, png_path = confusion_files(name)
+    model = model_file(name, suffix)
+    return ModelFiles(model, model.with_name("model.json"), metrics_file(name), csv_path, png_path)

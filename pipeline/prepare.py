@@ -11,8 +11,8 @@ import click
 from features.image_store import SPLITS, write_image_store
 from features.sources import prepare_dataset
 from pipeline import paths
-from pipeline.options import params_option, read_params
-from pipeline.params import SCHEMA, override
+from pipeline.options import params_option
+from pipeline.stage import stage_params
 
 SKIPPED_SHOWN = 5
 
@@ -63,7 +63,7 @@ class SubsetSize(click.ParamType):
 )  # fmt: skip
 def prepare(params_path, seed, out, **data_options):
     """Read a labelled image source and write the canonical uint8 image store."""
-    params = params_with_options(read_params(params_path), seed, data_options)
+    params = params_with_options(params_path, seed, data_options)
     data = params["data"]
     dataset = prepare_dataset(
         data["source"],
@@ -89,17 +89,16 @@ def prepare(params_path, seed, out, **data_options):
     click.echo(summary(dataset, out, image_size_ignored=data_options["image_size"] is not None))
 
 
-def params_with_options(params, seed, data_options):
-    """``params`` with the command-line options that were given, each validated like a params value."""
+def params_with_options(params_path, seed, data_options):
+    """The params with the command-line options that were given, each validated like a params value."""
     options = {"path" if key == "data_path" else key: value for key, value in data_options.items()}
+    # `--train-size all` stands for null, which an override can't say (None means "not given").
     whole_split = [key for key in ("train_size", "test_size") if options[key] == SubsetSize.ALL]
     for key in whole_split:
         options[key] = None
-    params = override(params, "data", **options)
+    params = stage_params(params_path, seed=seed, section="data", **options)
     for key in whole_split:
         params["data"][key] = None
-    if seed is not None:
-        params["seed"] = SCHEMA["seed"].validate("seed", seed)
     return params
 
 

@@ -17,7 +17,8 @@ import click
 
 from features.errors import FeatpipeError
 from pipeline import paths
-from pipeline.options import images_option, params_option, read_params, scheduler_option
+from pipeline.options import images_option, params_option, scheduler_option
+from pipeline.stage import stage_params
 
 # scikit-learn, h5py and the classifiers are imported where they are used, so
 # that `featpipe --help` does not pay for them.
@@ -98,8 +99,9 @@ def search_grid(search, name):
 
 def train_feature_file(path, metadata, names, settings, seed, store):
     """Fit every classifier in ``names`` on one feature file and write its outputs."""
-    from classifiers import train_and_score
-    from classifiers.evaluation import check_finite, check_training_data, write_evaluation
+    from classifiers import get, train_and_score
+    from classifiers.evaluation import check_finite, check_training_data
+    from classifiers.records import write_model_outputs
     from features.feature_store import load_features
 
     train, test = load_features(path, "train"), load_features(path, "test")
@@ -115,44 +117,34 @@ def train_feature_file(path, metadata, names, settings, seed, store):
             store["class_names"], grid=grid, cv=settings["search"]["cv"],
         )
         record = model_record(model_id, name, settings.get(name, {}), seed, path, metadata, store, metrics)
-        save_model(model_id, name, model, record, store["class_names"])
-        csv_path, png_path = paths.confusion_files(model_id)
-        write_evaluation(record, test.labels, predicted, store["class_names"],
-                         metrics_path=paths.metrics_file(model_id), confusion_csv=csv_path, confusion_png=png_path)
-        click.echo(f"{model_id}: accuracy {record['accuracy']:.4f} (fit {record['fit_seconds']:.1f} s) -> {paths.metrics_file(model_id)}")
+        entry = get(name)
+        click.echo(write_model_outputs(
+            record, paths.model_files(model_id, entry.suffix), y_true=test.labels, y_pred=predicted,
+            class_names=store["class_names"], model=model, save=entry.save,
+        ))
 
 
 def model_record(model_id, classifier, options, seed, path, metadata, store, metrics):
-    """The metrics JSON of one model: scores first, then where the features came from."""
+    """The :class:`~classifiers.records.ModelRecord` of one model on one feature file."""
+    from classifiers.records import ModelRecord
+
     weights = metadata.get("weights")
-    return {
-        "model": model_id,
-        "classifier": classifier,
-        **metrics,
-        "features": paths.feature_name(path),
-        "feature_file": str(path),
-        "backbone": metadata.get("backbone"),
-        "layer": metadata.get("layer"),
-        "weights": weights,
-        "random_weights": weights == "none",
-        "params": dict(options),
-        "seed": seed,
-        "data": {key: value for key, value in store.items() if key not in ("path", "class_names")},
-    }
+    return ModelRecord(
+        model=model_id, classifier=classifier, input="features", **metrics,
+        features=paths.feature_name(path), feature_file=str(path), backbone=metadata.get("backbone"),
+        layer=metadata.get("layer"), weights=weights, random_weights=weights == "none",
+        params=dict(options), seed=seed,
+        data={key: value for key, value in store.items() if key not in ("path", "class_names")},
+    )
 
 
-def save_model(model_id, classifier, model, record, class_names):
-    """The model file, and beside it ``model.json``: what it was trained on and how it scored."""
-    from classifiers import get
-    from classifiers.evaluation import write_json
-
-    entry = get(classifier)
-    target = paths.model_file(model_id, entry.suffix)
-    entry.save(model, target)
-    # The labels behind the model's outputs (a dense head's softmax units), by index into class_names.
-    classes = [int(label) for label in model.classes_]
-    card = {"model_file": target.name, "class_names": class_names, "output_labels": classes, **record}
-    write_json(target.with_name("model.json"), card)
+def record_names(params):
+    """The models this stage trains: every feature file of ``extract.backbones`` x ``train.classifiers``."""
+    return [
+        paths.model_name(features, classifier)
+        for features in paths.feature_files(params["extract"]["backbones"])
+        for classifier in params["train"]["classifiers"]
+    ]
 
 
 @click.command()
@@ -171,7 +163,7 @@ def train(params_path, images, feature_paths, classifier_names, scheduler):
     """Train shallow learners on CNN features; write models, metrics and confusion matrices."""
     from classifiers.fanout import joblib_backend
 
-    params = read_params(params_path)
+    params = stage_params(params_path)
     settings = params["train"]
     names = list(dict.fromkeys(classifier_names or settings["classifiers"]))
     feature_paths = list(feature_paths) or paths.feature_files(params["extract"]["backbones"])

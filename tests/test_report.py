@@ -6,6 +6,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from classifiers.records import ModelRecord
 from classifiers.reporting import rank, render_report
 from pipeline.cli import cli, run
 
@@ -14,7 +15,7 @@ DATA = {"source": "fashion_mnist", "train_size": 2000, "test_size": 1000, "image
 
 def record(model, accuracy, **fields):
     base = {
-        "model": model, "classifier": model.rsplit("-", 1)[-1], "accuracy": accuracy, "balanced_accuracy": accuracy,
+        "model": model, "classifier": model.rsplit("-", 1)[-1], "input": "features", "features": "vgg16-fc2", "accuracy": accuracy, "balanced_accuracy": accuracy,
         "macro_f1": accuracy - 0.01, "per_class": {"T-shirt/top": {}, "Trouser": {}}, "fit_seconds": 1.5,
         "predict_seconds": 0.25, "n_train": 2000, "n_test": 1000, "n_features": 4096, "backbone": "vgg16",
         "layer": "fc2", "weights": "imagenet", "random_weights": False, "data": dict(DATA),
@@ -22,11 +23,20 @@ def record(model, accuracy, **fields):
     return {**base, **fields}
 
 
-BASELINE = record("pixel_rf", 0.80, classifier="rf", backbone="pixels", layer=None, weights=None, n_features=784)
+BASELINE = record(
+    "pixel_rf", 0.80, classifier="rf", input="pixels", features="pixels", backbone="pixels", layer=None, weights=None, n_features=784
+)
+
+
+def as_record(fields):
+    return ModelRecord.from_json(fields, "test record")
 
 
 def render(models, baseline=BASELINE):
-    return render_report(baseline, models, accuracy_chart="plots/accuracy.png", best_confusion=lambda n: f"plots/{n}-confusion.png")
+    return render_report(
+        as_record(baseline), [as_record(model) for model in models],
+        accuracy_chart="plots/accuracy.png", best_confusion=lambda n: f"plots/{n}-confusion.png",
+    )
 
 
 def table_rows(text):
@@ -59,7 +69,8 @@ def test_models_from_another_image_store_are_flagged():
 
 
 def test_ranking_is_stable_on_ties():
-    assert [r["model"] for r in rank([record("b", 0.5), record("a", 0.5), record("c", 0.9)])] == ["c", "a", "b"]
+    ranked = rank([as_record(record("b", 0.5)), as_record(record("a", 0.5)), as_record(record("c", 0.9))])
+    assert [r.model for r in ranked] == ["c", "a", "b"]
 
 
 @pytest.fixture
