@@ -33,6 +33,19 @@ def separable_features(labels, seed, n_features=8):
     return features
 
 
+def offline_keras_env(keras_home):
+    """Environment for a subprocess whose Keras has an empty cache at ``keras_home`` and no network.
+
+    Keras fixes its home folder from ``KERAS_HOME`` when imported, and
+    downloads with urllib, which honours the proxy variables: a proxy on a
+    port nobody listens on makes every download fail at once, online or not.
+    """
+    closed = f"http://127.0.0.1:{free_port()}"
+    env = {key: value for key, value in os.environ.items() if key.lower() != "no_proxy"}
+    return {**env, "KERAS_HOME": str(keras_home), "http_proxy": closed, "https_proxy": closed,
+            "HTTP_PROXY": closed, "HTTPS_PROXY": closed}
+
+
 def free_port():
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as probe:

@@ -77,13 +77,19 @@ def test_mobilenet_v2_equals_the_reference_on_grayscale_images_from_a_legacy_h5_
 ):
     """tf mode ([-1, 1]), gray repeated to RGB, pooled output, both weights file formats."""
     import h5py
-    from keras.src.legacy.saving import legacy_h5_format
 
     from features.engine import FeatureExtractor
 
+    # The applications' ImageNet files hold the legacy weights group at their root:
+    # Keras' own legacy full-model file, with that group moved up.
+    full = tmp_path / "mobilenet_v2_full.h5"
+    mobilenet_application.save(full)
     path = tmp_path / "mobilenet_v2.h5"
-    with h5py.File(path, "w") as file:
-        legacy_h5_format.save_weights_to_hdf5_group(file, mobilenet_application)
+    with h5py.File(full, "r") as source, h5py.File(path, "w") as file:
+        weights = source["model_weights"]
+        for name in weights:
+            source.copy(weights[name], file, name)
+        file.attrs.update(weights.attrs)
     extractor = FeatureExtractor("mobilenet_v2", weights=str(path), batch_size=2).fit()
     reference = reference_features(keras, mobilenet_application, keras.applications.mobilenet_v2, "out_relu", GRAY, pool=True)
     assert_close(extractor.transform(GRAY), reference)
@@ -138,15 +144,18 @@ def test_bad_params_and_devices_are_user_errors():
 
     with pytest.raises(FeatpipeError, match="unknown precision 'float8'; expected one of: float32, bfloat16, mixed_float16"):
         FeatureExtractor("mobilenet_v2", precision="float8").fit()
-    with pytest.raises(FeatpipeError, match=r"unknown device 'gpu:7'; this machine has: cpu:0"):
+    with pytest.raises(FeatpipeError, match=r"^unknown device 'gpu:7'; this machine has: cpu:0(, gpu:\d+)*$"):
         FeatureExtractor("mobilenet_v2", weights="none", device="gpu:7").fit()
 
 
-def test_an_explicit_cpu_device_is_accepted(keras):
-    from features.engine import resolve_device
+def test_an_explicit_cpu_device_is_accepted_and_used(keras):
+    from features.engine import FeatureExtractor, resolve_device
 
     assert resolve_device(keras, "/CPU:0") == "cpu:0"
     assert resolve_device(keras, None) is None
+    # Also where the backend lists only its accelerators (Keras on JAX with a GPU).
+    extractor = FeatureExtractor("mobilenet_v2", weights="none", batch_size=2, device="cpu:0").fit()
+    assert extractor.transform(GRAY[:2]).shape == (2, 1280)
 
 
 class FakeStore:

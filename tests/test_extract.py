@@ -5,7 +5,7 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -17,6 +17,8 @@ from features.errors import FeatpipeError
 from features.image_store import ImageStore, write_image_store
 
 from tests.conftest import CLASS_NAMES, make_splits
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -221,18 +223,17 @@ def test_a_store_of_the_wrong_shape_is_refused(in_tmp_project, capsys):
     assert_one_line_error(code, err, "must be uint8 [N, H, W, 1|3], got float32 (2, 4, 4)")
 
 
-def test_imagenet_offline_says_which_file_to_put_where(in_tmp_project, tiny_image_store, capsys, monkeypatch, tmp_path):
-    from features.backend import load_keras
+def test_imagenet_offline_says_which_file_to_put_where(in_tmp_project, tiny_image_store, tmp_path):
+    from tests.conftest import offline_keras_env
 
-    load_keras()
-    from keras.src.backend import config
-    from keras.src.utils import file_utils
-
-    monkeypatch.setattr(config, "_KERAS_DIR", str(tmp_path / "empty-keras-home"))
-    monkeypatch.setattr(file_utils, "urlretrieve", lambda *a, **k: (_ for _ in ()).throw(urllib.error.URLError("offline")))
-    code, _, err = run_cli(["extract", "--backbone", "mobilenet_v2", "--weights", "imagenet", "--images", str(tiny_image_store)], capsys)
+    result = subprocess.run(
+        [sys.executable, "-c", "from pipeline.cli import main; main()", "extract", "--backbone", "mobilenet_v2",
+         "--weights", "imagenet", "--images", str(tiny_image_store)],
+        capture_output=True, text=True, env={**offline_keras_env(tmp_path / "empty-keras-home"), "PYTHONPATH": str(REPO)},
+    )
     assert_one_line_error(
-        code, err, "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5", "empty-keras-home/models/", "--weights PATH"
+        result.returncode, result.stderr,
+        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5", "empty-keras-home/models/", "--weights PATH",
     )
     assert not (in_tmp_project / "data" / "features").exists()
 
@@ -323,23 +324,14 @@ def wait_for_rows(partial, at_least, process, timeout=240):
     raise AssertionError(f"no {at_least} rows in {partial} after {timeout} s")
 
 
-def test_scheduler_or_workers_hand_the_work_to_dask(in_tmp_project, tiny_image_store, capsys, monkeypatch):
-    from features import distributed
-
-    calls = []
-
-    def fake_extract_distributed(images, out, extractor, **options):
-        calls.append((images, out, extractor.get_params(), options))
-        return {"path": str(out), "rows": {"train": 12, "test": 6}, "feature_dim": 1280, "weights": "none",
-                "seconds": 1.0, "images_per_second": 18.0, "rows_computed": 18, "shards": 5, "shards_reused": 0}
-
-    monkeypatch.setattr(distributed, "extract_distributed", fake_extract_distributed)
-    args = ["extract", "--backbone", "mobilenet_v2", "--weights", "none", "--images", str(tiny_image_store), "--workers", "2"]
-    code, out, err = run_cli(args, capsys)
+def test_workers_hand_the_work_to_a_dask_cluster_with_the_same_numbers(in_tmp_project, tiny_image_store, model_file, capsys):
+    base = ["extract", "--backbone", str(model_file), "--layer", "conv", "--batch-size", "4", "--images", str(tiny_image_store)]
+    code, out, err = run_cli(base + ["--out", "plain.h5"], capsys)
     assert code == 0, err
-    (images, out_path, params, options), = calls
-    assert str(out_path) == "data/features/mobilenet_v2-avg_pool.h5" and params["weights"] == "none"
-    assert options == {"scheduler": None, "workers": 2, "shard_size": 1024, "overwrite": False, "progress": True}
-    assert "rows        18 (train 12, test 6)" in out
-    code, _, err = run_cli(args + ["--split", "train"], capsys)
+    code, out, err = run_cli(base + ["--out", "dask.h5", "--workers", "1", "--shard-size", "8"], capsys)
+    assert code == 0, err
+    assert "Dask: 1 worker(s)" in err and "rows        18 (train 12, test 6)" in out
+    for split in ("train", "test"):
+        np.testing.assert_array_equal(load_features("dask.h5", split).features, load_features("plain.h5", split).features)
+    code, _, err = run_cli(base + ["--workers", "1", "--split", "train"], capsys)
     assert_one_line_error(code, err, "--split works in this process only")

@@ -1,14 +1,14 @@
 """The folder source: every mode Pillow reads, EXIF rotation, bad files skipped with reasons, clear stops."""
 
 import io
-import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from features.errors import FeatpipeError
-from features.sources import decode, prepare_dataset
+from features.sources import prepare_dataset
 from features.sources.decode import UnreadableImage, read_image
 
 SIZE = 16
@@ -185,33 +185,64 @@ def test_train_and_test_folders_give_the_split(tmp_path):
     assert dataset.class_counts("train").tolist() == [3, 3]
 
 
+# Loads a folder in a fresh process; as root it first drops to nobody, since root reads anything.
+LOAD_AS_A_USER = """
+import json, os, sys
+from PIL import Image
+from features.errors import FeatpipeError
+from features.sources import prepare_dataset
+warm, folder = sys.argv[1:]
+Image.init()  # Pillow imports its plugins lazily: before the privileges go
+prepare_dataset("folder", warm, image_size=16, max_bad_fraction=1.0, seed=0)
+if os.geteuid() == 0:
+    os.setgid(65534)
+    os.setuid(65534)
+try:
+    dataset = prepare_dataset("folder", folder, image_size=16, max_bad_fraction=1.0, seed=0)
+    print(json.dumps({"skipped": dataset.skipped}))
+except FeatpipeError as error:
+    print(json.dumps({"error": str(error)}))
+"""
+
+
 @pytest.fixture
-def unreadable_file(tmp_path, monkeypatch):
-    """Class folders of two images each, one of which the current user may not read."""
-    for name in ("a", "b"):
-        for index in range(2):
-            save(tmp_path / name / f"{index}.png", Image.new("L", (8, 8)))
-    locked = tmp_path / "a" / "1.png"
-    locked.chmod(0)
-    if os.geteuid() == 0:  # root reads anything: make Pillow meet the error a user would
-        real_open = Image.open
+def unreadable_file():
+    """Class folders of two images each, one of which nobody but its owner may read (and the owner isn't us)."""
+    import shutil
+    import tempfile
 
-        def refusing_open(path, *args, **kwargs):
-            if str(path) == str(locked):
-                raise PermissionError(13, "Permission denied", str(path))
-            return real_open(path, *args, **kwargs)
+    root = Path(tempfile.mkdtemp(prefix="featpipe-permissions-"))
+    try:
+        for name in ("warm/a", "warm/b", "data/a", "data/b"):
+            for index in range(2):
+                save(root / name / f"{index}.png", Image.new("L", (8, 8)))
+        for folder in [root, *root.rglob("*")]:
+            folder.chmod(0o755 if folder.is_dir() else 0o644)
+        (root / "data" / "a" / "1.png").chmod(0)
+        yield root
+    finally:
+        shutil.rmtree(root)
 
-        monkeypatch.setattr(decode.Image, "open", refusing_open)
-    yield tmp_path
-    locked.chmod(0o644)
+
+def load_as_a_user(root):
+    """What an unprivileged process gets from loading ``root/data``."""
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_AS_A_USER, str(root / "warm"), str(root / "data")],
+        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
 
 
 def test_unreadable_permissions_are_skipped(unreadable_file):
-    with pytest.raises(FeatpipeError, match=r"'a' has 1; each class needs at least 2"):
-        load(unreadable_file, max_bad_fraction=1.0)
-    save(unreadable_file / "a" / "2.png", Image.new("L", (8, 8)))
-    dataset = load(unreadable_file, max_bad_fraction=1.0)
-    assert dataset.skipped == [("a/1.png", "permission denied")]
+    found = load_as_a_user(unreadable_file)
+    assert "'a' has 1; each class needs at least 2" in found.get("error", "")
+    save(unreadable_file / "data" / "a" / "2.png", Image.new("L", (8, 8))).chmod(0o644)
+    assert load_as_a_user(unreadable_file) == {"skipped": [["a/1.png", "permission denied"]]}
 
 
 def test_too_many_bad_files_stop_with_the_first_ones_named(mixed_folder):

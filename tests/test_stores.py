@@ -39,16 +39,24 @@ def test_skipped_table_is_stored(tmp_path):
         assert store.attrs["num_skipped"] == 2
 
 
-@pytest.mark.parametrize("damage", ["missing", "not_hdf5", "no_group"])
-def test_image_store_refuses_damaged_files(tmp_path, damage):
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("missing", "image store not found: {path} (run `featpipe prepare` first)"),
+        ("not_hdf5", "image store {path} is not a readable HDF5 file; rerun `featpipe prepare`"),
+        ("no_group", "image store {path} lacks train/images, labels or ids; rerun `featpipe prepare`"),
+    ],
+)
+def test_image_store_refuses_damaged_files(tmp_path, damage, message):
     path = tmp_path / "images.h5"
     if damage == "not_hdf5":
         path.write_text("hello")
     elif damage == "no_group":
         with h5py.File(path, "w") as file:
             file.create_group("train")
-    with pytest.raises(FeatpipeError, match="image store"):
+    with pytest.raises(FeatpipeError) as refused:
         ImageStore(path)
+    assert str(refused.value) == message.format(path=path)
 
 
 def test_atomic_output_leaves_nothing_on_failure(tmp_path):
