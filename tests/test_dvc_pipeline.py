@@ -69,7 +69,11 @@ def _copy_repo(target):
 
 
 def _dvc(project, *args):
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1")
+    # The copy's own code runs its stages, so that an edit there changes what they compute.
+    env = dict(
+        os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1",
+        PYTHONPATH=str(project),
+    )
     result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=project, env=env, capture_output=True, text=True)
     assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout + result.stderr
@@ -103,3 +107,11 @@ def test_dvc_repro_runs_the_whole_pipeline_then_nothing(tmp_path):
     params["train"]["rf"]["n_estimators"] = 12
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert _stages_run(_dvc(project, "repro")) == ["report", "train@features0-rf"]
+
+    # The resize and rescale are code, not params: editing them reruns extract, and what follows
+    # it when the features change (here the resize's description, stored in the feature file).
+    with open(project / "features" / "preprocessing.py", "a") as module:
+        module.write('\nRESIZE_DESCRIPTION += " (edited)"\n')
+    assert _stages_run(_dvc(project, "repro")) == sorted(
+        ["extract@0", "train@features0-rf", "train@features0-svm", "train@features0-dense", "report"]
+    )
