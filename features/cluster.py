@@ -15,6 +15,7 @@ featpipe, at this process's version, and run the same Keras backend, since a
 worker with other code computes other numbers.
 """
 
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -61,6 +62,7 @@ def dask_client(scheduler=None, workers=None, *, threads_per_worker=None, connec
     connect_timeout = CONNECT_TIMEOUT_S if connect_timeout is None else connect_timeout
     with contextlib.ExitStack() as stack:
         if scheduler:
+            check_scheduler(scheduler, connect_timeout)
             client = stack.enter_context(_connect(scheduler, connect_timeout))
             _wait_for_workers(client, scheduler)
         else:
@@ -84,16 +86,55 @@ def dashboard_link(client):
     return link
 
 
+def check_scheduler(address, timeout):
+    """Refuse an address that is malformed or where no Dask scheduler answers within ``timeout`` s.
+
+    The address is parsed before anything connects, and a probe connection
+    must finish Dask's handshake in time: a port where something else listens
+    (a web server, say) would otherwise keep the client waiting for ever.
+    """
+    import asyncio
+
+    from distributed.comm import connect, parse_address
+    from distributed.comm.addressing import parse_host_port
+    from distributed.comm.registry import backends
+
+    scheme, location = parse_address(str(address), strict=False)
+    if scheme not in backends:
+        raise FeatpipeError(f"cannot reach the Dask scheduler at {address}: unknown address scheme {scheme!r}")
+    try:
+        host, _ = parse_host_port(location) if scheme in ("tcp", "tls") else (location, None)
+    except ValueError:
+        host = None
+    if not host:
+        raise FeatpipeError(f"cannot reach the Dask scheduler at {address}: expected an address like tcp://host:8786")
+
+    async def handshake():
+        comm = await connect(address, timeout=timeout)
+        await comm.close()
+
+    # A thread of its own: the caller may be inside an event loop already (a notebook).
+    with concurrent.futures.ThreadPoolExecutor(1) as probe:
+        try:
+            probe.submit(asyncio.run, asyncio.wait_for(handshake(), timeout)).result()
+        except (OSError, asyncio.TimeoutError, TimeoutError, ValueError):
+            raise _unreachable(address, timeout) from None
+
+
+def _unreachable(address, timeout):
+    return FeatpipeError(
+        f"cannot reach the Dask scheduler at {address}: no answer within {timeout:g} s "
+        "(is `dask scheduler` running there, and reachable from here?)"
+    )
+
+
 def _connect(address_or_cluster, timeout):
     from distributed import Client
 
     try:
         return Client(address_or_cluster, timeout=timeout, set_as_default=False)
     except OSError:
-        raise FeatpipeError(
-            f"cannot reach the Dask scheduler at {address_or_cluster}: no answer within {timeout:g} s "
-            "(is `dask scheduler` running there, and reachable from here?)"
-        ) from None
+        raise _unreachable(address_or_cluster, timeout) from None
     except (ValueError, TypeError) as error:  # a malformed address
         raise FeatpipeError(f"cannot reach the Dask scheduler at {address_or_cluster}: {error}") from None
 

@@ -109,3 +109,34 @@ def test_local_cluster_of_n_workers_on_loopback():
         addresses = list(client.scheduler_info()["workers"])
         assert len(addresses) == 2 and all(address.startswith("tcp://127.0.0.1:") for address in addresses)
         assert cluster.dashboard_link(client).startswith("http://127.0.0.1:")
+
+
+@pytest.fixture
+def web_server():
+    """A plain HTTP server on a free port: something listens there, but it doesn't speak Dask."""
+    import http.server
+    import threading
+
+    server = http.server.HTTPServer(("127.0.0.1", free_port()), http.server.SimpleHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"tcp://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.mark.parametrize("address", ["not a url::", "tcp://127.0.0.1", "web server"])
+def test_a_bad_scheduler_address_is_one_line_with_no_hang_and_no_traceback(tiny_image_store, web_server, address):
+    import subprocess
+    from pathlib import Path
+
+    address = web_server if address == "web server" else address
+    command = ["extract", "--backbone", "mobilenet_v2", "--weights", "none", "--images", str(tiny_image_store),
+               "--scheduler", address]
+    # The timeout only catches a hang (the probe gives up after 5 s); no speed is asserted.
+    result = subprocess.run(
+        [sys.executable, "-c", "from pipeline.cli import main; main()", *command], capture_output=True, text=True,
+        timeout=120, cwd=Path(__file__).resolve().parents[1],
+    )
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("WARNING: random weights")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr
+    assert errors[0].startswith(f"featpipe: error: cannot reach the Dask scheduler at {address}: ")

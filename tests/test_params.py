@@ -40,6 +40,10 @@ def test_missing_keys_take_defaults():
         ({"seeds": 1}, "unknown key 'seeds'"),
         ({"train": {"svm": {"c": 1.0}}}, "unknown key 'train.svm.c'"),
         ({"data": [1, 2]}, "data: expected a mapping"),
+        ({"seed": 4294967296}, "seed: expected an integer >= 0 and <= 4294967295, got 4294967296"),
+        ({"data": {"test_fraction": float("nan")}}, "data.test_fraction: expected a number >= 0.0 and < 1.0, got nan"),
+        ({"train": {"svm": {"C": float("inf")}}}, "train.svm.C: expected a number >= 0.0, got inf"),
+        ({"train": {"svm": {"gamma": float("inf")}}}, "train.svm.gamma: expected 'scale', 'auto' or a positive number"),
     ],
 )
 def test_mistakes_name_the_key_expected_and_found(raw, message):
@@ -56,6 +60,18 @@ def test_load_params_reports_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("data: [unclosed\n")
     with pytest.raises(FeatpipeError, match="not valid YAML at line"):
         load_params(bad)
+    bad.write_bytes(bytes(range(256)))
+    with pytest.raises(FeatpipeError, match=f"^params: {bad} is not UTF-8 text"):
+        load_params(bad)
+
+
+def test_a_missing_params_yaml_means_defaults_but_a_named_file_must_exist(in_tmp_project):
+    from pipeline.stage import stage_params
+
+    assert stage_params() == defaults()
+    assert stage_params(seed=7, section="extract", batch_size=4)["extract"]["batch_size"] == 4
+    with pytest.raises(FeatpipeError, match="params file not found: other.yaml"):
+        stage_params("other.yaml")
 
 
 def test_override_validates_cli_values_and_keeps_the_rest():

@@ -142,9 +142,13 @@ def test_too_many_broken_files_leave_no_store(image_folder, capsys):
         (["--source", "folder", "--path", "fashion"], "found 0 class folder(s)"),
         (["--params", "missing.yaml"], "params file not found: missing.yaml"),
         (["--test-fraction", "1.5"], "data.test_fraction: expected a number >= 0.0 and < 1.0"),
+        (["--test-fraction", "nan"], "data.test_fraction: expected a number >= 0.0 and < 1.0, got nan"),
+        (["--seed", "99999999999999999999"], "seed: expected an integer >= 0 and <= 4294967295"),
+        (["--params", "noise.bin"], "params: noise.bin is not UTF-8 text"),
     ],
 )
 def test_user_mistakes_end_with_one_line_and_code_2(fashion_project, capsys, args, expected):
+    (fashion_project / "noise.bin").write_bytes(bytes(range(256)) * 4)
     assert expected in fails(capsys, *args)
     assert not STORE.exists()
 

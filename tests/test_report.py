@@ -111,3 +111,24 @@ def test_report_names_the_missing_metrics_file_and_the_stage_to_run(reported_pro
         "featpipe: error: metrics file not found: reports/metrics/vgg16-fc2-dense.json (run `featpipe train` first)\n"
     )
     assert not (reported_project / "reports/report.md").exists()
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (bytes(range(256)), "metrics file reports/metrics/vgg16-fc2-dense.json is not valid JSON; rerun `featpipe train`"),
+        (b"[1, 2, 3]", "metrics file reports/metrics/vgg16-fc2-dense.json: expected a JSON object (a model record), got list"),
+        (b"null", "expected a JSON object (a model record), got NoneType"),
+        (b"{}", "metrics file reports/metrics/vgg16-fc2-dense.json: 'model' must be a str, got None; rerun its stage"),
+        (json.dumps(record("vgg16-fc2-dense", 0.5) | {"accuracy": "high"}).encode(), "'accuracy' must be a number, got 'high'"),
+        (json.dumps(record("vgg16-fc2-dense", 1.5)).encode(), "'accuracy' must be in [0, 1], got 1.5"),
+    ],
+)
+def test_a_metrics_file_that_is_not_a_record_is_one_line(reported_project, capsys, content, expected):
+    (reported_project / "reports/metrics/vgg16-fc2-dense.json").write_bytes(content)
+    with pytest.raises(SystemExit) as exited:
+        run(cli, ["report"], prog_name="featpipe")
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert expected in err
+    assert not (reported_project / "reports/report.md").exists()

@@ -1,6 +1,7 @@
 """The folder source: every mode Pillow reads, EXIF rotation, bad files skipped with reasons, clear stops."""
 
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 from PIL import Image
 
 from features.errors import FeatpipeError
+from features.image_store import write_image_store
 from features.sources import prepare_dataset
 from features.sources.decode import UnreadableImage, read_image
 
@@ -310,3 +312,15 @@ def test_unreadable_image_carries_its_reason(tmp_path):
     (tmp_path / "x.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     with pytest.raises(UnreadableImage, match=r"truncated or corrupt|not an image"):
         read_image(tmp_path / "x.png", 8)
+
+
+def test_names_that_are_not_utf8_are_stored_escaped(tmp_path):
+    root = os.fsencode(tmp_path)
+    for folder in (b"caf\xe9", b"plain"):
+        for index in range(2):
+            save(Path(os.fsdecode(root + b"/" + folder + b"/x\xff%d.png" % index)), Image.new("L", (8, 8), index * 90))
+    dataset = load(tmp_path, test_fraction=0.5)
+    assert dataset.class_names == ["caf\\xe9", "plain"]
+    ids = sorted(dataset.splits["train"].ids + dataset.splits["test"].ids)
+    assert ids == ["caf\\xe9/x\\xff0.png", "caf\\xe9/x\\xff1.png", "plain/x\\xff0.png", "plain/x\\xff1.png"]
+    write_image_store(tmp_path / "images.h5", dataset.splits, source="folder", class_names=dataset.class_names, seed=0)

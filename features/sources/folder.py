@@ -52,8 +52,19 @@ def load_folder(path, settings):
     split_of = [entries[i][2] for i in readable]
     presplit = any(split is not None for _, _, split in entries)
     rows = split_rows(labels, split_of if presplit else None, class_names, settings, root)
+    kept_ids = [storable_name(name) for name in kept_ids]
     splits = {name: split_from_rows(images, labels, kept_ids, rows[name]) for name in SPLITS}
-    return Dataset(NAME, class_names, splits, skipped=skipped, location=str(root))
+    skipped = [(storable_name(name), reason) for name, reason in skipped]
+    return Dataset(NAME, [storable_name(name) for name in class_names], splits, skipped=skipped, location=str(root))
+
+
+def storable_name(name):
+    """A file or folder name as UTF-8 text: bytes that aren't UTF-8 become ``\\xNN`` escapes.
+
+    Python hands such names over with lone surrogates (PEP 383), which
+    neither HDF5's UTF-8 strings nor a fingerprint can hold.
+    """
+    return os.fsencode(name).decode("utf-8", errors="backslashreplace")
 
 
 def list_images(root):
