@@ -116,6 +116,7 @@ SCHEMA = {
         "image_size": integer(minimum=8, default=64),
         "test_fraction": number(low=0.0, high=1.0, default=0.2, high_inclusive=False),
         "max_bad_fraction": number(low=0.0, high=1.0, default=0.05),
+        "workers": integer(minimum=1, default=None, nullable=True),
     },
     "extract": {
         "backbones": list_of(_is_backbone_entry, "{name: ..., layer: ...} entries", [{"name": "vgg16", "layer": "fc2"}]),

@@ -56,6 +56,10 @@ class SubsetSize(click.ParamType):
     "--max-bad-fraction", type=float, default=None,
     help="Folder source: share of unreadable files tolerated  [data.max_bad_fraction]",
 )  # fmt: skip
+@click.option(
+    "--workers", type=int, default=None,
+    help="Folder source: processes decoding images at once; default one per core  [data.workers]",
+)  # fmt: skip
 @click.option("--seed", type=int, default=None, help="Seed of subsets and splits  [seed]")
 @click.option(
     "--out", type=click.Path(dir_okay=False), default=str(paths.IMAGE_STORE), show_default=True,
@@ -75,6 +79,7 @@ def prepare(params_path, seed, out, **data_options):
         test_fraction=data["test_fraction"],
         max_bad_fraction=data["max_bad_fraction"],
         progress=True,
+        workers=data["workers"],
     )
     write_image_store(
         out,

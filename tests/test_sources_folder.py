@@ -324,3 +324,26 @@ def test_names_that_are_not_utf8_are_stored_escaped(tmp_path):
     ids = sorted(dataset.splits["train"].ids + dataset.splits["test"].ids)
     assert ids == ["caf\\xe9/x\\xff0.png", "caf\\xe9/x\\xff1.png", "plain/x\\xff0.png", "plain/x\\xff1.png"]
     write_image_store(tmp_path / "images.h5", dataset.splits, source="folder", class_names=dataset.class_names, seed=0)
+
+
+def test_decoding_in_several_processes_gives_the_same_dataset(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        for index in range(40):
+            save(tmp_path / name / f"{index}.png", Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)))
+    (tmp_path / "b" / "broken.png").write_bytes(b"not a png")
+    one = load(tmp_path, workers=1)
+    two = load(tmp_path, workers=2)
+    assert one.skipped == two.skipped == [("b/broken.png", "not an image Pillow can read")]
+    for split in ("train", "test"):
+        assert one.splits[split].ids == two.splits[split].ids
+        np.testing.assert_array_equal(one.splits[split].images, two.splits[split].images)
+
+
+def test_too_many_bad_files_stop_the_decoding_processes_early(tmp_path):
+    for name in ("a", "b"):
+        for index in range(40):
+            (tmp_path / name / f"{index}.png").parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name / f"{index}.png").write_bytes(b"")
+    with pytest.raises(FeatpipeError, match=r"at least \d+ of 80 files .* cannot be read"):
+        load(tmp_path, workers=2, max_bad_fraction=0.05)

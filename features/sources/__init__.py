@@ -38,6 +38,7 @@ def prepare_dataset(
     test_fraction=0.2,
     max_bad_fraction=0.05,
     progress=False,
+    workers=None,
 ):
     """Load ``source`` and cut it to the subset sizes: what ``featpipe prepare`` stores.
 
@@ -51,14 +52,14 @@ def prepare_dataset(
         Seed of the subsets and of the folder source's split and order.
     train_size, test_size : int or None
         Stratified subset sizes; None keeps every image.
-    image_size, test_fraction, max_bad_fraction, progress
+    image_size, test_fraction, max_bad_fraction, progress, workers
         See :class:`SourceSettings`.
 
     Returns
     -------
     Dataset
     """
-    settings = SourceSettings(image_size, test_fraction, max_bad_fraction, seed, progress)
+    settings = SourceSettings(image_size, test_fraction, max_bad_fraction, seed, progress, workers)
     dataset = get_source(source)(path, settings)
     for split, size in (("train", train_size), ("test", test_size)):
         dataset.splits[split] = take_subset(dataset, split, size, seed)

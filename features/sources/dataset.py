@@ -18,6 +18,7 @@ class SourceSettings:
     max_bad_fraction : share of unreadable files a folder source tolerates
     seed : seed of every random choice (split, order)
     progress : show a progress bar while reading files
+    workers : processes decoding image files at once; None means one per core
     """
 
     image_size: int = 64
@@ -25,6 +26,7 @@ class SourceSettings:
     max_bad_fraction: float = 0.05
     seed: int = 0
     progress: bool = False
+    workers: int = None
 
 
 @dataclasses.dataclass

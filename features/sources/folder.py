@@ -10,7 +10,11 @@ channels: 1 when every image read is grayscale, else 3 (grayscale images are
 then repeated into three equal channels).
 """
 
+import concurrent.futures
+import contextlib
+import functools
 import logging
+import multiprocessing
 import os
 from pathlib import Path
 
@@ -26,6 +30,7 @@ from features.sources.registry import register_source
 NAME = "folder"
 IGNORED_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})
 SHOWN_IN_ERRORS = 3
+DECODE_CHUNK = 32  # files a decoding process takes at a time
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +139,10 @@ def _warn_about_extras(root, folders, layout):
 def read_images(root, ids, settings):
     """Decode every file in ``ids``; stop early once too many fail for ``settings.max_bad_fraction``.
 
+    The files are decoded and resized by ``settings.workers`` processes at
+    once (a GPU box's folder of photos is worth every core), and come back
+    in order, so the result is the same however many there are.
+
     Returns
     -------
     pixels : list of ndarray, each (size, size) or (size, size, 3)
@@ -141,15 +150,42 @@ def read_images(root, ids, settings):
     skipped : list of (id, reason)
     """
     pixels, readable, skipped = [], [], []
-    bar = tqdm(ids, desc="reading images", unit="img", disable=None if settings.progress else True)
-    for position, relative in enumerate(bar):
-        try:
-            pixels.append(read_image(root / relative, settings.image_size))
-            readable.append(position)
-        except UnreadableImage as error:
-            skipped.append((relative, str(error)))
-            check_bad_fraction(skipped, len(ids), settings.max_bad_fraction, root, finished=False)
+    bar = tqdm(total=len(ids), desc="reading images", unit="img", disable=None if settings.progress else True)
+    read = functools.partial(_read_or_reason, root=root, size=settings.image_size)
+    with bar, _decoding_map(settings.workers, len(ids)) as decode:
+        for position, (relative, (image, reason)) in enumerate(zip(ids, decode(read, ids))):
+            bar.update()
+            if reason is None:
+                pixels.append(image)
+                readable.append(position)
+            else:
+                skipped.append((relative, reason))
+                check_bad_fraction(skipped, len(ids), settings.max_bad_fraction, root, finished=False)
     return pixels, readable, skipped
+
+
+def _read_or_reason(relative, root, size):
+    """``(pixels, None)``, or ``(None, reason)`` for a file that can't be read: what a decoding process returns."""
+    try:
+        return read_image(root / relative, size), None
+    except UnreadableImage as error:
+        return None, str(error)
+
+
+@contextlib.contextmanager
+def _decoding_map(workers, count):
+    """A ``map`` that runs in ``workers`` processes (``None``: one per core), in order; the builtin one for 1."""
+    workers = min(workers or os.cpu_count() or 1, max(1, count // DECODE_CHUNK))
+    if workers <= 1:
+        yield map
+        return
+    # forkserver: children start clean, whatever threads this process runs.
+    context = multiprocessing.get_context("forkserver")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        try:
+            yield lambda function, items: pool.map(function, items, chunksize=DECODE_CHUNK)
+        finally:
+            pool.shutdown(cancel_futures=True)
 
 
 def check_bad_fraction(skipped, total, max_bad_fraction, root, finished=True):
