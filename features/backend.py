@@ -41,7 +41,7 @@ def load_keras():
         from features.errors import FeatpipeError
 
         raise FeatpipeError(
-            f"Keras with a backend is needed ({error}); install one: pip install -e '.[cpu]' (or '.[gpu]')"
+            f"Keras with a backend is needed ({error}); install one: pip install -e '.[cpu]' (or on a GPU box '.[gpu-jax]' with KERAS_BACKEND=jax, or '.[gpu]')"
         ) from None
     logging.getLogger("absl").setLevel(logging.ERROR)
     if keras.backend.backend() == "tensorflow":
