@@ -226,7 +226,7 @@ def prepared_batch(extractor, images):
 
     keras = load_keras()
     backbone = extractor.backbone_
-    layer = ResizeAndRescale(backbone.input_size, images.shape[-1], backbone.channels, backbone.preprocess_function(keras))
+    layer = ResizeAndRescale(backbone.input_size, images.shape[-1], backbone.channels, backbone.preprocessing)
     return keras.ops.convert_to_tensor(keras.ops.convert_to_numpy(layer(images)))
 
 

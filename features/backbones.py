@@ -80,6 +80,14 @@ class Backbone:
         Channels the network takes (3 for every registry entry).
     description : str
         One line for ``featpipe backbones``.
+    blocks : tuple of str
+        The convolutional blocks fine-tuning can unfreeze, first to last:
+        each a regular expression matched at the start of a layer name
+        (mostly a plain prefix, e.g. ``"block5_"``). A block's layers run
+        from after the previous block's last matching layer to its own last
+        matching one, so layers between two blocks (a transition) go with
+        the later block and layers after the last block (a final 1x1 conv)
+        with it. Empty: nothing to unfreeze (a user's model file).
     """
 
     name: str
@@ -91,6 +99,7 @@ class Backbone:
     imagenet_file: str = None
     channels: int = 3
     description: str = ""
+    blocks: tuple = ()
 
     @property
     def module_name(self):
@@ -168,6 +177,11 @@ def resolve_layer(backbone, layer=None):
     return get_backbone(backbone).resolve_layer(layer)
 
 
+def _prefixes(pattern, first, last):
+    """``pattern`` filled with each block number from ``first`` to ``last``."""
+    return tuple(pattern.format(number) for number in range(first, last + 1))
+
+
 def _vgg_layers():
     return {
         "fc1": Tap(4096, "fc1"),
@@ -183,6 +197,7 @@ def _vgg_layers():
     layers=_vgg_layers(),
     default_layer="fc2",
     imagenet_file="vgg16_weights_tf_dim_ordering_tf_kernels.h5",
+    blocks=_prefixes("block{}_", 1, 5),
 )
 def vgg16():
     """VGG16 (Simonyan & Zisserman 2014), 138M parameters."""
@@ -195,6 +210,7 @@ def vgg16():
     layers=_vgg_layers(),
     default_layer="fc2",
     imagenet_file="vgg19_weights_tf_dim_ordering_tf_kernels.h5",
+    blocks=_prefixes("block{}_", 1, 5),
 )
 def vgg19():
     """VGG19, 144M parameters."""
@@ -207,6 +223,7 @@ def vgg19():
     layers={"avg_pool": Tap(2048, "avg_pool")},
     default_layer="avg_pool",
     imagenet_file="resnet50_weights_tf_dim_ordering_tf_kernels.h5",
+    blocks=_prefixes("conv{}_", 2, 5),
 )
 def resnet50():
     """ResNet50 (He et al. 2015), 26M parameters."""
@@ -220,6 +237,8 @@ def resnet50():
     layers={"avg_pool": Tap(1280, "out_relu", pool=True)},
     default_layer="avg_pool",
     imagenet_file="mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5",
+    # The inverted-residual blocks, then the final 1x1 conv to 1280 channels.
+    blocks=_prefixes("block_{}_", 1, 16) + ("Conv_1",),
 )
 def mobilenet_v2():
     """MobileNetV2 (alpha 1.0), 3.5M parameters: the fast one."""
@@ -232,6 +251,8 @@ def mobilenet_v2():
     layers={"avg_pool": Tap(1280, "avg_pool")},
     default_layer="avg_pool",
     imagenet_file="efficientnetb0.h5",
+    # Stages block1a.. to block7a; the top 1x1 conv after block7 goes with it.
+    blocks=_prefixes("block{}", 1, 7),
 )
 def efficientnet_b0():
     """EfficientNetB0, 5.3M parameters; rescaling is part of the model."""
@@ -244,6 +265,10 @@ def efficientnet_b0():
     layers={"avg_pool": Tap(2048, "avg_pool")},
     default_layer="avg_pool",
     imagenet_file="inception_v3_weights_tf_dim_ordering_tf_kernels.h5",
+    # Inside a block Keras leaves the layers unnamed (conv2d_<n>, numbered
+    # per process), so each block is found by the concatenation that ends it;
+    # "$" keeps mixed1 from matching mixed10, and mixed9 from mixed9_1.
+    blocks=_prefixes("mixed{}$", 0, 10),
 )
 def inception_v3():
     """InceptionV3 at 299x299, 24M parameters."""
@@ -256,6 +281,7 @@ def inception_v3():
     layers={"avg_pool": Tap(1024, "avg_pool")},
     default_layer="avg_pool",
     imagenet_file="densenet121_weights_tf_dim_ordering_tf_kernels.h5",
+    blocks=_prefixes("conv{}_", 2, 5),
 )
 def densenet121():
     """DenseNet121, 8M parameters."""

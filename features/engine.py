@@ -326,7 +326,7 @@ def assemble(keras, truncated, backbone, image_shape):
         backbone.input_size,
         in_channels=image_shape[-1],
         out_channels=backbone.channels,
-        preprocess=backbone.preprocess_function(keras),
+        preprocessing=backbone.preprocessing,
         name="resize_and_rescale",
     )(images)
     features = truncated(prepared)

@@ -1,0 +1,143 @@
+"""The scratch CNN and the training loop it shares with fine-tuning, on tiny images."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from classifiers.cnn import build_scratch_cnn, fit_scratch_cnn
+from classifiers.keras_training import (
+    AUGMENTATIONS,
+    TrainingSettings,
+    fit_with_early_stopping,
+    predict_probabilities,
+    save_model,
+)
+from features.errors import FeatpipeError
+
+ROOT = Path(__file__).resolve().parents[1]
+N_CLASSES = 3
+# A model small enough to fit in a second or two.
+TINY = {"filters": (4,), "dense_units": 8}
+
+
+@pytest.fixture(scope="module")
+def keras():
+    from features.backend import load_keras
+
+    return load_keras()
+
+
+def striped_images(n, size=8, seed=0):
+    """uint8 [n, size, size, 1] images whose bright row band says the class, plus noise; labels [n]."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % N_CLASSES
+    images = rng.integers(0, 60, size=(n, size, size, 1), dtype=np.uint8)
+    band = size // N_CLASSES
+    for index, label in enumerate(labels):
+        images[index, label * band : (label + 1) * band] += 180
+    return images, labels
+
+
+def test_the_same_seed_gives_the_same_model_and_another_seed_another():
+    images, labels = striped_images(24)
+    fits = [fit_scratch_cnn(images, labels, N_CLASSES, **TINY, epochs=2, seed=seed)[0] for seed in (5, 5, 6)]
+    same, again, other = (model.get_weights() for model in fits)
+    for first, second in zip(same, again):
+        np.testing.assert_array_equal(first, second)
+    assert any(not np.array_equal(first, second) for first, second in zip(same, other))
+
+
+def test_early_stopping_stops_after_patience_and_restores_the_best_epoch():
+    images, labels = striped_images(30)
+    # Validation labels contradict the training ones: the better the fit, the higher the validation loss.
+    contradicting = (images, (labels + 1) % N_CLASSES)
+    model = build_scratch_cnn(images.shape[1:], N_CLASSES, **TINY, batch_norm=False, dropout=0.0, augment=())
+    settings = TrainingSettings(learning_rate=0.01, lr_schedule="constant", epochs=30, batch_size=10, patience=3)
+    history = fit_with_early_stopping(model, images, labels, contradicting, settings)
+
+    assert history.monitor == "val_loss"
+    assert history.epochs_run == history.best_epoch + 3 < 30
+    val_loss = history.curve["val_loss"]
+    assert history.best_epoch == int(np.argmin(val_loss)) + 1 and val_loss[-1] > min(val_loss) + 1e-3
+    # The model holds the best epoch's weights: its validation loss is that epoch's, not the last one's.
+    model.compile(loss="sparse_categorical_crossentropy")
+    restored = model.evaluate(*contradicting, batch_size=10, verbose=0, return_dict=True)["loss"]
+    assert restored == pytest.approx(val_loss[history.best_epoch - 1], rel=1e-5)
+    assert history.curve["epoch"] == list(range(1, history.epochs_run + 1))
+    assert len(history.curve["seconds"]) == len(history.curve["learning_rate"]) == history.epochs_run
+
+
+@pytest.mark.parametrize("augment", [list(AUGMENTATIONS), []], ids=["every augmentation", "none"])
+def test_augmentation_changes_the_output_in_training_only(keras, augment):
+    images, _ = striped_images(6, size=16)
+    # No dropout, no batch norm: the only difference training=True can make is the augmentation.
+    model = build_scratch_cnn(images.shape[1:], N_CLASSES, **TINY, batch_norm=False, dropout=0.0, augment=augment)
+    inference = keras.ops.convert_to_numpy(model(images, training=False))
+    np.testing.assert_array_equal(predict_probabilities(model, images), inference)
+    np.testing.assert_array_equal(predict_probabilities(model, images), inference)
+    training = keras.ops.convert_to_numpy(model(images, training=True))
+    assert np.abs(training - inference).max() > 1e-6 if augment else np.array_equal(training, inference)
+
+
+@pytest.mark.slow
+def test_the_saved_model_loaded_alone_in_a_fresh_process_reproduces_the_test_accuracy(tmp_path):
+    images, labels = striped_images(36, seed=1)
+    test_images, test_labels = striped_images(15, seed=2)
+    model, _ = fit_scratch_cnn(images, labels, N_CLASSES, **TINY, epochs=3, normalization="standardize")
+    probabilities = predict_probabilities(model, test_images)
+    accuracy = float((probabilities.argmax(axis=1) == test_labels).mean())
+    save_model(model, tmp_path / "model.keras")
+    np.save(tmp_path / "images.npy", test_images)
+    np.save(tmp_path / "labels.npy", test_labels)
+    # Plain Keras, no featpipe import: the scratch CNN holds only Keras' own layers.
+    script = (
+        "import sys, numpy as np, keras; folder = sys.argv[1]; "
+        "model = keras.saving.load_model(folder + '/model.keras'); "
+        "probabilities = model.predict(np.load(folder + '/images.npy'), verbose=0); "
+        "np.save(folder + '/loaded.npy', probabilities); "
+        "print((probabilities.argmax(axis=1) == np.load(folder + '/labels.npy')).mean())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], check=False, capture_output=True, text=True, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert float(done.stdout.split()[-1]) == accuracy
+    np.testing.assert_allclose(np.load(tmp_path / "loaded.npy"), probabilities, rtol=1e-5, atol=1e-6)
+
+
+def test_standardize_gives_the_first_convolution_zero_mean_unit_variance_inputs(keras):
+    images, _ = striped_images(12)
+    model = build_scratch_cnn(
+        images.shape[1:], N_CLASSES, **TINY, augment=(), normalization="standardize", train_images=images
+    )
+    standardized = keras.ops.convert_to_numpy(keras.Model(model.input, model.get_layer("standardize").output)(images))
+    assert np.mean(standardized) == pytest.approx(0.0, abs=1e-5)
+    assert np.var(standardized) == pytest.approx(1.0, rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"augment": ["horizontal_flip", "blur"]}, "unknown augmentation 'blur'; expected some of: horizontal_flip, vertical_flip, shift, zoom, rotation"),
+        ({"normalization": "minmax"}, "unknown normalization 'minmax'; expected one of: rescale, standardize, none"),
+        ({"lr_schedule": "step"}, "unknown lr_schedule 'step'; expected one of: plateau, cosine, constant"),
+        ({"filters": []}, r"filters: expected a list of filter counts, one per block, got \[\]"),
+        ({"dropout": 1.0}, r"dropout: expected a number in \[0, 1\), got 1.0"),
+        ({"epochs": 0}, "epochs: expected an integer >= 1, got 0"),
+    ],
+)  # fmt: skip
+def test_bad_settings_are_refused_in_one_line(settings, message):
+    images, labels = striped_images(6)
+    with pytest.raises(FeatpipeError, match=f"^{message}$"):
+        fit_scratch_cnn(images, labels, N_CLASSES, **{**TINY, **settings})
+
+
+def test_images_that_are_not_stored_uint8_are_refused():
+    images, labels = striped_images(6)
+    with pytest.raises(
+        FeatpipeError, match=r"training images: expected uint8 \[N, H, W, 1\|3\] as stored, got float64"
+    ):
+        fit_scratch_cnn(images / 255, labels, N_CLASSES)
