@@ -2,18 +2,21 @@
 
 The image store is cut into shards of ``shard_size`` rows, one Dask task
 each. A worker builds the backbone once and keeps it for every shard it gets;
-each shard's features go to their own part file, written aside and renamed,
-in a folder beside the output::
+each shard's features go, already compressed into the feature file's
+chunks, to their own part file, written aside and renamed, in a folder
+beside the output::
 
     data/features/vgg16-fc2.h5.parts/identity.json
-    data/features/vgg16-fc2.h5.parts/train-0000000000-0000001024-<identity digest>.npy
+    data/features/vgg16-fc2.h5.parts/train-0000000000-0000001024-<identity digest>.chunks.npz
     ...
 
 A part is named by its row range and appears whole or not at all, so a task
-that Dask recomputes after its worker died cannot lose or double a row. The
-client appends finished parts to the feature file in row order as they
-arrive (so the join overlaps the extraction), then renames the file into
-place and removes the folder. A rerun after the client itself was killed
+that Dask recomputes after its worker died cannot lose or double a row.
+Shards start and end on chunk boundaries, and the workers do the codec work
+(on every core they have), so the client only moves bytes: it writes
+finished parts' chunks into the feature file in row order as they arrive
+(so the join overlaps the extraction), then renames the file into place and
+removes the folder. A rerun after the client itself was killed
 reuses every part on disk and every row already appended, provided the
 folder's ``identity.json`` matches this run's settings.
 
@@ -25,6 +28,7 @@ import collections
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -36,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from features.atomic import write_bytes_atomically
+from features.chunkio import CodecPool
 from features.cluster import dask_client, dashboard_link
 from features.errors import FeatpipeError
 from features.feature_store import FeatureWriter, identity, identity_mismatch
@@ -67,8 +72,8 @@ def extract_distributed(
     workers : int, optional
         Without ``scheduler``: start a local cluster of this many processes.
     shard_size : int
-        Rows per Dask task, rounded up to a multiple of the extractor's
-        ``batch_size`` (a short batch costs a whole one).
+        Rows per Dask task, rounded up to whole chunks of the feature file
+        (and whole batches where that costs little): :func:`shard_size_for`.
     overwrite : bool
         Replace an existing feature file made with other settings.
     progress : bool
@@ -83,7 +88,6 @@ def extract_distributed(
     """
     if not isinstance(shard_size, int) or shard_size < 1:
         raise FeatpipeError(f"shard_size: expected an integer >= 1, got {shard_size!r}")
-    shard_size = _whole_batches(shard_size, extractor.get_params().get("batch_size") or 1)
     image_store_path, out_path = Path(image_store_path).absolute(), Path(out_path).absolute()
     started = time.perf_counter()
     with ImageStore(image_store_path) as store:
@@ -98,34 +102,43 @@ def extract_distributed(
             if writer.already_complete:
                 shutil.rmtree(parts_folder(out_path), ignore_errors=True)
                 return _summary(attrs, out_path, splits, Progress(0, 0, 0, 0.0), setup_seconds, client, skipped=True)
-            done = _extract_shards(client, writer, extractor, image_store_path, splits, shard_size, progress)
+            batch_size = extractor.get_params().get("batch_size") or 1
+            shard_rows = {name: shard_size_for(shard_size, batch_size, writer.layout(name).rows_per_chunk) for name in splits}
+            done = _extract_shards(client, writer, extractor, image_store_path, splits, shard_rows, progress)
             writer.finish()
         shutil.rmtree(parts_folder(out_path), ignore_errors=True)
         return _summary(attrs, out_path, splits, done, setup_seconds, client)
 
 
-def _whole_batches(shard_size, batch_size):
-    """``shard_size`` rounded up to whole batches: a shard's short last batch is padded, so computed twice over."""
-    rounded = -(-shard_size // batch_size) * batch_size
+def shard_size_for(shard_size, batch_size, rows_per_chunk):
+    """``shard_size`` rounded up so that shards start and end on chunk boundaries, in whole batches if it can.
+
+    A worker hands whole compressed chunks to the client, so a shard must not
+    split one; a shard's short last batch is padded, so computed twice over.
+    """
+    step = math.lcm(batch_size, rows_per_chunk)
+    step = step if step <= 4 * shard_size else rows_per_chunk
+    rounded = -(-shard_size // step) * step
     if rounded != shard_size:
-        log.info("shard_size %d rounded up to %d, a multiple of batch_size %d", shard_size, rounded, batch_size)
+        log.info("shard_size %d rounded up to %d (chunks of %d rows, batches of %d)", shard_size, rounded, rows_per_chunk, batch_size)
     return rounded
 
 
 Progress = collections.namedtuple("Progress", "shards reused rows_computed seconds")
 
 
-def _extract_shards(client, writer, extractor, image_store_path, splits, shard_size, progress):
+def _extract_shards(client, writer, extractor, image_store_path, splits, shard_rows, progress):
     """Bring every row the writer lacks from the workers (or from parts on disk) into it."""
     started = time.perf_counter()
-    parts = PartFolder(parts_folder(writer.path), writer.attrs)
-    every_shard = plan_shards({name: len(labels) for name, (labels, _) in splits.items()}, shard_size)
+    layouts = {name: writer.layout(name) for name in splits}
+    parts = PartFolder(parts_folder(writer.path), writer.attrs, layouts)
+    every_shard = plan_shards({name: len(labels) for name, (labels, _) in splits.items()}, shard_rows)
     shards = [shard for shard in every_shard if shard.stop > writer.rows_done(shard.split)]
     join = ShardJoin(writer, shards, parts)
     todo = [shard for shard in shards if not join.offer_existing(shard)]
     rows = sum(shard.stop - max(shard.start, writer.rows_done(shard.split)) for shard in todo)
     if todo:
-        _run_shards(client, extractor, image_store_path, todo, parts, join, total=len(every_shard), progress=progress)
+        _run_shards(client, extractor, image_store_path, todo, parts, join, layouts, total=len(every_shard), progress=progress)
     return Progress(len(every_shard), len(every_shard) - len(todo), rows, time.perf_counter() - started)
 
 
@@ -135,16 +148,16 @@ def parts_folder(out_path):
     return out_path.with_name(out_path.name + ".parts")
 
 
-def plan_shards(num_rows, shard_size):
-    """Shards of ``shard_size`` rows over every split, in row order.
+def plan_shards(num_rows, shard_rows):
+    """Shards of ``shard_rows[split]`` rows over every split, in row order.
 
-    Boundaries are multiples of ``shard_size`` whatever was done before, so
+    Boundaries are multiples of the shard size whatever was done before, so
     a rerun names its parts as the first run did.
     """
     return [
-        Shard(split, start, min(start + shard_size, total))
+        Shard(split, start, min(start + shard_rows[split], total))
         for split, total in num_rows.items()
-        for start in range(0, total, shard_size)
+        for start in range(0, total, shard_rows[split])
     ]
 
 
@@ -155,9 +168,9 @@ class PartFolder:
     image store...) holds other numbers: it is emptied, never reused.
     """
 
-    def __init__(self, path, attrs):
+    def __init__(self, path, attrs, layouts):
         self.path = Path(path)
-        self.feature_dim = int(attrs["feature_dim"])
+        self.layouts = layouts
         wanted = identity(attrs)
         text = json.dumps(wanted, sort_keys=True)
         # In every part's name: a task still running for an earlier run with
@@ -178,18 +191,22 @@ class PartFolder:
             return None
 
     def part(self, shard):
-        return self.path / f"{shard.split}-{shard.start:010d}-{shard.stop:010d}-{self.digest}.npy"
+        return self.path / f"{shard.split}-{shard.start:010d}-{shard.stop:010d}-{self.digest}.chunks.npz"
 
     def load(self, shard):
-        """The shard's features, or ``None`` when its part is missing or malformed."""
+        """The shard's compressed chunks (a list of bytes), or ``None`` when its part is missing or malformed."""
         try:
-            rows = np.load(self.part(shard), mmap_mode="r")
-        except (OSError, ValueError):
+            with np.load(self.part(shard)) as part:
+                sizes, data = part["sizes"], part["data"]
+        except (OSError, ValueError, KeyError):
             return None
-        if rows.shape != (shard.stop - shard.start, self.feature_dim) or rows.dtype != np.float32:
-            log.warning("ignoring %s: shape %s, expected %s", self.part(shard), rows.shape, (shard.stop - shard.start, self.feature_dim))
+        per_chunk = self.layouts[shard.split].rows_per_chunk
+        expected = -(-(shard.stop - shard.start) // per_chunk)
+        if len(sizes) != expected or int(sizes.sum()) != len(data):
+            log.warning("ignoring %s: %d chunks of %d bytes, expected %d chunks", self.part(shard), len(sizes), len(data), expected)
             return None
-        return np.asarray(rows)
+        ends = np.cumsum(sizes)
+        return [data[end - size : end].tobytes() for size, end in zip(sizes, ends)]
 
     def remove(self):
         shutil.rmtree(self.path, ignore_errors=True)
@@ -217,23 +234,24 @@ class ShardJoin:
             self._append(self.queue.popleft())
 
     def _append(self, shard):
-        rows = self.parts.load(shard)
-        if rows is None:
+        chunks = self.parts.load(shard)
+        if chunks is None:
             raise FeatpipeError(f"part {self.parts.part(shard)} vanished or is damaged; rerun to recompute it")
+        # Rows an earlier run appended already: whole chunks, since shards and resumes keep to chunk boundaries.
         skip = max(0, self.writer.rows_done(shard.split) - shard.start)
-        self.writer.append(shard.split, rows[skip:])
+        self.writer.append_encoded(shard.split, chunks[skip // self.parts.layouts[shard.split].rows_per_chunk :])
         self.ready.discard(shard)
         self.parts.part(shard).unlink(missing_ok=True)
 
 
-def _run_shards(client, extractor, image_store_path, shards, parts, join, *, total, progress):
+def _run_shards(client, extractor, image_store_path, shards, parts, join, layouts, *, total, progress):
     """One Dask task per shard; each finished part joins the file as soon as its turn comes."""
     from distributed import as_completed
     from tqdm.auto import tqdm
 
     pending = {
         client.submit(
-            extract_shard, extractor, str(image_store_path), shard, str(parts.part(shard)),
+            extract_shard, extractor, str(image_store_path), shard, str(parts.part(shard)), layouts[shard.split],
             key=f"featpipe-shard-{shard.split}-{shard.start}-{uuid.uuid4().hex[:8]}", retries=TASK_RETRIES,
             # Earlier rows first, so the join keeps pace and few parts wait on disk.
             priority=len(shards) - index,
@@ -343,25 +361,38 @@ def _attributes_on_worker(extractor, image_store_path):
         return fitted_extractor(extractor, store).file_attributes(store)
 
 
-def extract_shard(extractor, image_store_path, shard, part_path):
-    """Extract one shard's rows and write them to ``part_path`` atomically; return the path."""
+def extract_shard(extractor, image_store_path, shard, part_path, layout):
+    """Extract one shard's rows, compress them into ``layout``'s chunks and write them to ``part_path`` atomically."""
     part_path = Path(part_path)
     if not part_path.parent.is_dir():
         raise FeatpipeError(
             f"Dask worker {_worker_address()} cannot see the folder {part_path.parent}; "
             "workers need the client's output folder at the same path (a shared filesystem)"
         )
-    with _open_store(image_store_path) as store:
-        rows = _shard_rows(fitted_extractor(extractor, store), store, shard)
-    write_bytes_atomically(part_path, _npy_bytes(rows))
+    with _open_store(image_store_path) as store, CodecPool() as pool:
+        rows = _shard_rows(fitted_extractor(extractor, store), store, shard, pool)
+        write_bytes_atomically(part_path, part_bytes(rows, layout, pool))
     return str(part_path)
 
 
-def _shard_rows(fitted, store, shard):
+def part_bytes(rows, layout, pool):
+    """A part file's content: ``rows`` compressed into ``layout``'s chunks on ``pool``, with their sizes (``.npz``)."""
+    import io
+
+    per_chunk = layout.rows_per_chunk
+    futures = [pool.submit(layout.encode, rows[start : start + per_chunk]) for start in range(0, len(rows), per_chunk)]
+    chunks = [bytes(future.result()) for future in futures]
+    buffer = io.BytesIO()
+    data = np.frombuffer(b"".join(chunks), dtype=np.uint8)
+    np.savez(buffer, sizes=np.array([len(chunk) for chunk in chunks], dtype=np.int64), data=data)
+    return buffer.getvalue()
+
+
+def _shard_rows(fitted, store, shard, pool):
     from features.engine import iter_feature_batches
 
     rows = np.empty((shard.stop - shard.start, fitted.feature_dim_), dtype=np.float32)
-    for start, batch in iter_feature_batches(fitted, store, shard.split, shard.start, shard.stop):
+    for start, batch in iter_feature_batches(fitted, store, shard.split, shard.start, shard.stop, pool=pool):
         rows[start - shard.start : start - shard.start + len(batch)] = batch
     return rows
 
@@ -382,14 +413,6 @@ def _open_store(path):
             "workers need the client's files at the same paths (a shared filesystem)"
         )
     return ImageStore(path)
-
-
-def _npy_bytes(rows):
-    import io
-
-    buffer = io.BytesIO()
-    np.save(buffer, rows)
-    return buffer.getvalue()
 
 
 def _summary(attrs, out_path, splits, done, setup_seconds, client, skipped=False):

@@ -20,10 +20,9 @@ Public API (also the building blocks of ``features.distributed``):
 """
 
 import contextlib
+import dataclasses
 import logging
-import queue
 import sys
-import threading
 import time
 
 import numpy as np
@@ -31,16 +30,17 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from features.backbones import PREPROCESSING_MODES, get_backbone, is_model_file, load_model_file
 from features.backend import load_keras
+from features.chunkio import CodecPool
 from features.errors import FeatpipeError, first_line
 from features.feature_store import FeatureWriter
-from features.image_store import ROWS_PER_CHUNK, SPLITS, ImageStore
+from features.image_store import SPLITS, ImageStore
+from features.streaming import PREFETCH_BATCHES, RowSink, iter_image_batches
 from features.versions import library_versions
 from features.weights import build_with_weights, file_sha256, resolve_weights, seeded_initialisation, strict_weight_loading
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("float32", "bfloat16", "mixed_float16")
-PREFETCH_BATCHES = 3
 
 
 class FeatureExtractor(TransformerMixin, BaseEstimator):
@@ -202,8 +202,16 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         if not hasattr(self, "model_"):
             raise RuntimeError("FeatureExtractor is not fitted yet; call fit() first")
 
-    def _launch(self, images):
-        """Start the forward pass of one batch; ``(count, result)`` for :meth:`_fetch`."""
+    def stage(self, images):
+        """A batch made ready for :meth:`transform_batches`: checked, padded, and on its way to the device.
+
+        Safe to call from another thread (the reader's), so that on JAX the
+        copy to the accelerator overlaps the forward pass of the batch before.
+
+        Parameters
+        ----------
+        images : ndarray of shape (n <= batch_size, height, width, channels), uint8
+        """
         images = np.asarray(images)
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
             raise ValueError(f"X must be uint8 of shape (n_samples, height, width, 1|3); got {images.dtype} {images.shape}")
@@ -212,9 +220,14 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
             # A constant batch shape means one trace of the compiled function.
             padding = np.zeros((self.batch_size - count,) + images.shape[1:], images.dtype)
             images = np.concatenate([images, padding])
-        forward = self._forward_for(images.shape[1:])
+        return StagedBatch(count, _to_device(images, self.device_))
+
+    def _launch(self, images):
+        """Start the forward pass of one batch; ``(count, result)`` for :meth:`_fetch`."""
+        staged = images if isinstance(images, StagedBatch) else self.stage(images)
+        forward = self._forward_for(tuple(staged.images.shape[1:]))
         with device_scope(load_keras(), self.device_):
-            return count, forward(images)
+            return staged.count, forward(staged.images)
 
     def _fetch(self, count, result):
         # np.asarray waits for the device; the padding rows are dropped.
@@ -262,6 +275,25 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         # The Keras model doesn't pickle and needn't: a worker calls fit() again.
         state = super().__getstate__()
         return {key: value for key, value in state.items() if not (key.endswith("_") or key == "_forwards")}
+
+
+@dataclasses.dataclass(frozen=True)
+class StagedBatch:
+    """A batch padded to the batch size; ``count`` rows of it are real."""
+
+    count: int
+    images: object
+
+
+def _to_device(images, device):
+    """On JAX, start copying ``images`` to the device now (asynchronously); elsewhere keep the array."""
+    keras = load_keras()
+    if keras.backend.backend() != "jax":
+        return images
+    import jax
+
+    target = jax.devices(device.split(":")[0])[int(device.split(":")[1])] if device else None
+    return jax.device_put(images, target)
 
 
 def compiled_forward(keras, model):
@@ -369,78 +401,13 @@ def device_scope(keras, device):
     return keras.device(device) if device else contextlib.nullcontext()
 
 
-# --- streaming: store → batches → rows → file -------------------------------------------
-
-
-class _Failed:
-    """A worker thread's exception, carried through a queue to the consumer."""
-
-    def __init__(self, error):
-        self.error = error
-
-
-_DONE = object()
-
-
-def _put(items, item, stop):
-    """Put ``item`` into ``items``, giving up once ``stop`` is set (the consumer left)."""
-    while not stop.is_set():
-        try:
-            items.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
-
-
-def iter_image_batches(store, split, start=0, stop=None, batch_size=32, prefetch=PREFETCH_BATCHES):
-    """Yield ``(start_row, images)`` for rows ``start:stop`` of ``split``, read ahead by a thread.
-
-    The reader thread keeps at most ``prefetch`` batches waiting, so memory
-    stays bounded however large the store. It reads whole store chunks at a
-    time (each chunk is decompressed once) and cuts them into batches.
-
-    Yields
-    ------
-    start_row : int
-    images : ndarray of shape (batch, height, width, channels), uint8
-        ``batch`` is ``batch_size`` except for the last one.
-    """
-    stop = store.num_rows(split) if stop is None else min(stop, store.num_rows(split))
-    block = max(batch_size, -(-ROWS_PER_CHUNK // batch_size) * batch_size)
-    batches = queue.Queue(maxsize=prefetch)
-    leave = threading.Event()
-
-    def read():
-        try:
-            for block_start in range(start, stop, block):
-                block_images = store.images(split, block_start, min(block_start + block, stop))
-                for offset in range(0, len(block_images), batch_size):
-                    if not _put(batches, (block_start + offset, block_images[offset : offset + batch_size]), leave):
-                        return
-            _put(batches, _DONE, leave)
-        except BaseException as error:  # handed to the consumer, which re-raises it
-            _put(batches, _Failed(error), leave)
-
-    reader = threading.Thread(target=read, name=f"featpipe-reader-{split}", daemon=True)
-    reader.start()
-    try:
-        while (item := batches.get()) is not _DONE:
-            if isinstance(item, _Failed):
-                raise item.error
-            yield item
-    finally:
-        leave.set()
-        reader.join()
-
-
-def iter_feature_batches(extractor, store, split, start=0, stop=None, prefetch=PREFETCH_BATCHES):
+def iter_feature_batches(extractor, store, split, start=0, stop=None, *, pool, prefetch=PREFETCH_BATCHES):
     """Yield ``(start_row, rows)`` of features for rows ``start:stop`` of ``split``.
 
-    Reading overlaps the forward pass (:func:`iter_image_batches`), and the
-    device is kept a batch ahead (:meth:`FeatureExtractor.transform_batches`).
-    The extractor must be fitted.
-    This is the unit of work a Dask worker runs on its shard.
+    Reading overlaps the forward pass (:func:`features.streaming.iter_image_batches`,
+    which also starts each batch's copy to the device), and the device is
+    kept a batch ahead (:meth:`FeatureExtractor.transform_batches`). The
+    extractor must be fitted. This is the unit of work a Dask worker runs on its shard.
 
     Parameters
     ----------
@@ -449,111 +416,33 @@ def iter_feature_batches(extractor, store, split, start=0, stop=None, prefetch=P
     split : {"train", "test"}
     start, stop : int
         Row range; ``stop=None`` means the end of the split.
+    pool : CodecPool
+        Decompresses the image store's chunks.
 
     Yields
     ------
     start_row : int
     rows : ndarray of shape (batch, feature_dim), float32
     """
-    batches = iter_image_batches(store, split, start, stop, extractor.batch_size, prefetch)
+    batches = iter_image_batches(
+        store, split, start, stop, extractor.batch_size, pool=pool, prefetch=prefetch, stage=extractor.stage
+    )
     try:
         yield from extractor.transform_batches(batches)
     finally:
         batches.close()
 
 
-class RowSink:
-    """Append rows to a :class:`FeatureWriter` from a thread of its own.
-
-    Compression and flushing then overlap the next forward pass. Rows are
-    handed on in whole HDF5 chunks (HDF5 compresses each chunk once, with
-    no read-back of a half-written one); the few rows of an unfinished
-    chunk wait in memory, and a kill loses only them. The queue is short,
-    so memory stays bounded; a write error surfaces in the caller on its
-    next :meth:`put` or on :meth:`close`.
-    """
-
-    def __init__(self, writer, depth=PREFETCH_BATCHES):
-        self._writer = writer
-        self._next_row = {name: writer.rows_done(name) for name in writer.splits}
-        self._total = {name: len(labels) for name, (labels, _) in writer.splits.items()}
-        self._per_chunk = {name: writer.rows_per_chunk(name) for name in writer.splits}
-        self._pending = {name: [] for name in writer.splits}
-        self._rows = queue.Queue(maxsize=depth)
-        self._leave = threading.Event()
-        self._error = None
-        self._thread = threading.Thread(target=self._write, name="featpipe-writer", daemon=True)
-        self._thread.start()
-
-    def _write(self):
-        while (item := self._rows.get()) is not _DONE:
-            split, rows = item
-            blocks = [rows]
-            # When the writer lags, take what else waits for this split into the
-            # same append: one flush for several chunks.
-            # (Only this thread takes items, so the head of the queue stays put.)
-            while self._rows.queue and self._rows.queue[0] is not _DONE and self._rows.queue[0][0] == split:
-                blocks.append(self._rows.get_nowait()[1])
-            if not self._write_block(split, np.concatenate(blocks) if len(blocks) > 1 else rows):
-                return
-
-    def _write_block(self, split, rows):
-        try:
-            self._writer.append(split, rows)
-            return True
-        except BaseException as error:  # re-raised in the caller's thread
-            self._error = error
-            self._leave.set()
-            return False
-
-    def put(self, split, rows):
-        """Queue ``rows`` (ndarray of shape (n, feature_dim)) of ``split``, in row order."""
-        self._raise_if_failed()
-        self._pending[split].append(rows)
-        end = self._next_row[split] + sum(map(len, self._pending[split]))
-        if end < self._total[split]:
-            end -= end % self._per_chunk[split]
-        ready = end - self._next_row[split]
-        if ready > 0:  # join the waiting batches only when a whole chunk is there
-            waiting = np.concatenate(self._pending[split])
-            self._send(split, waiting[:ready])
-            self._pending[split] = [waiting[ready:]] if ready < len(waiting) else []
-
-    def _send(self, split, rows, check=True):
-        _put(self._rows, (split, rows), self._leave)
-        self._next_row[split] += len(rows)
-        if check:
-            self._raise_if_failed()
-
-    def close(self, check=True):
-        """Write every row handed over, then stop the thread.
-
-        Also after an interruption: rows already computed are worth keeping
-        for the resume. ``check=False`` leaves a write error unraised (when
-        another error is on its way up already).
-        """
-        for split, pending in self._pending.items():
-            if pending:
-                self._send(split, np.concatenate(pending), check)
-        self._pending = {split: [] for split in self._pending}
-        _put(self._rows, _DONE, self._leave)
-        self._thread.join()
-        if check:
-            self._raise_if_failed()
-
-    def _raise_if_failed(self):
-        if self._error is not None:
-            raise self._error
-
-
-def extract_features(image_store_path, out_path, extractor, *, overwrite=False, progress=True, splits=None):
+def extract_features(image_store_path, out_path, extractor, *, overwrite=False, progress=True, splits=None, io_threads=None):
     """Extract features of every image in a store into a self-contained feature file.
 
     Resumes a ``<out_path>.partial`` left by an interrupted run with the same
-    settings, returns at once when a complete file with the same settings
-    exists, and refuses one made with other settings unless ``overwrite``.
-    An interruption (Ctrl-C, a crash, ``kill -9``) leaves the ``.partial``
-    with every row flushed so far.
+    settings (rows on disk are read back first: only those that decode count),
+    returns at once when a complete file with the same settings exists, and
+    refuses one made with other settings unless ``overwrite``. An
+    interruption (Ctrl-C, a crash, ``kill -9``, a full disk) leaves the
+    ``.partial`` with every row flushed so far; another process writing the
+    same file at the same time is refused.
 
     Parameters
     ----------
@@ -568,52 +457,80 @@ def extract_features(image_store_path, out_path, extractor, *, overwrite=False, 
         Show a progress bar with images per second on stderr.
     splits : sequence of str or None
         The splits to extract (the file holds only these); ``None`` means all.
+    io_threads : int or None
+        Threads that decompress the image store and compress the features
+        (:class:`~features.chunkio.CodecPool`); ``None``: one per core, at most 16.
 
     Returns
     -------
     dict
-        ``rows`` (``{split: rows in the file}``), ``rows_computed`` (this run), ``feature_dim``,
-        ``seconds``, ``images_per_second``, ``path``, ``weights``,
-        ``random_weights``, ``skipped_because_complete``.
+        :func:`run_summary`'s keys, with ``backend``, ``device``, ``io_threads``
+        and ``first_batch_seconds`` (from the process's start to the first
+        batch of features: the start-up a command-line run pays).
     """
     splits = tuple(splits or SPLITS)
-    with ImageStore(image_store_path) as store:
+    with ImageStore(image_store_path) as store, CodecPool(io_threads) as pool:
         if not hasattr(extractor, "model_"):
             extractor.fit()
         attrs = extractor.file_attributes(store, splits)
         split_rows = {name: (store.labels(name), store.ids(name)) for name in splits}
         rows = {name: len(labels) for name, (labels, _) in split_rows.items()}
-        writer = FeatureWriter(out_path, attrs=attrs, splits=split_rows, overwrite=overwrite)
+        where = {"backend": library_versions()["backend"], "device": device_description(extractor.device_), "io_threads": pool.threads}
+        writer = FeatureWriter(out_path, attrs=attrs, splits=split_rows, overwrite=overwrite, pool=pool)
         if writer.already_complete:
-            return run_summary(attrs, out_path, rows, computed=0, seconds=0.0, skipped=True)
+            return run_summary(attrs, out_path, rows, computed=0, seconds=0.0, skipped=True, **where)
         with writer:
             started = time.perf_counter()
-            computed = _extract_into(writer, extractor, store, splits, progress)
+            computed, first_batch_at = _extract_into(writer, extractor, store, splits, pool, progress)
             writer.finish()
             seconds = time.perf_counter() - started
-    return run_summary(attrs, out_path, rows, computed, seconds)
+    return run_summary(attrs, out_path, rows, computed, seconds, **where, first_batch_seconds=_since_launch(first_batch_at))
 
 
-def _extract_into(writer, extractor, store, splits, progress):
-    """Compute and write every row ``writer`` lacks; the number of rows computed."""
+def _extract_into(writer, extractor, store, splits, pool, progress):
+    """Compute and write every row ``writer`` lacks; the rows computed, and when the first batch came (epoch s)."""
     from tqdm.auto import tqdm
 
     todo = {name: writer.rows_done(name) for name in splits}
     total = sum(store.num_rows(name) for name in splits)
     done = sum(todo.values())
     label = f"{extractor.backbone_.name}-{extractor.layer_}"
+    first_batch_at = None
     with tqdm(total=total, initial=done, unit="img", desc=label, disable=not progress, file=sys.stderr, smoothing=0.1) as bar:
         sink = RowSink(writer)
         try:
             for name, first_row in todo.items():
-                for _, rows in iter_feature_batches(extractor, store, name, start=first_row):
+                for _, rows in iter_feature_batches(extractor, store, name, start=first_row, pool=pool):
+                    first_batch_at = first_batch_at or time.time()
                     sink.put(name, rows)
                     bar.update(len(rows))
         except BaseException:
             sink.close(check=False)
             raise
         sink.close()
-    return total - done
+    return total - done, first_batch_at
+
+
+def _since_launch(moment):
+    """Seconds from this process's start to ``moment`` (epoch seconds), or None."""
+    if moment is None:
+        return None
+    import psutil
+
+    return round(moment - psutil.Process().create_time(), 2)
+
+
+def device_description(device):
+    """Where the forward pass runs, for people: ``gpu:0 (NVIDIA H100 80GB HBM3)`` or ``cpu:0``."""
+    keras = load_keras()
+    names = [_normal_device(name) for name in keras.distribution.list_devices()]
+    device = device or next((name for name in names if not name.startswith("cpu")), "cpu:0")
+    kind = ""
+    if keras.backend.backend() == "jax" and not device.startswith("cpu"):
+        import jax
+
+        kind = jax.devices(device.split(":")[0])[int(device.split(":")[1])].device_kind
+    return f"{device} ({kind})" if kind else device
 
 
 def run_summary(attrs, path, rows, computed, seconds, skipped=False, **extra):

@@ -16,6 +16,8 @@ flushed, so a run killed at any point resumes from rows known to be on disk.
 """
 
 import collections
+import contextlib
+import errno
 import json
 import logging
 import os
@@ -24,8 +26,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from features.atomic import partial_path
-from features.errors import FeatpipeError
+from features.atomic import exclusive_output, flush_to_disk, partial_path
+from features.chunkio import ChunkWriter, CodecPool, copy_chunks, intact_rows, row_chunk_layout, rows_per_chunk
+from features.errors import FeatpipeError, first_line
 from features.image_store import SPLITS, STRING, _plain
 
 log = logging.getLogger(__name__)
@@ -130,7 +133,7 @@ def _canonical(value):
 
 
 class FeatureWriter:
-    """Write a feature file row block by row block, resumably.
+    """Write a feature file row block by row block, resumably, as the one writer of it.
 
     Parameters
     ----------
@@ -142,29 +145,53 @@ class FeatureWriter:
         ``{split: (labels, ids)}`` as in the image store.
     overwrite : bool
         Replace a finished file made with other settings instead of refusing.
+    pool : CodecPool or None
+        Compresses the chunks; default: a pool of this writer's own.
 
     After construction, ``already_complete`` says whether a finished file
     with the same identity exists (nothing to do), and ``rows_done(split)``
-    how many rows of each split are already on disk.
+    how many rows of each split are on disk, verified by reading them back.
+
+    From construction to :meth:`finish` or :meth:`close` the writer holds
+    ``<path>.lock`` (:func:`features.atomic.exclusive_output`): a second
+    process writing the same file is refused. Every HDF5 write and flush is
+    checked; one that fails (a full disk) ends in a one-line
+    :class:`FeatpipeError` and leaves the ``.partial`` for the resume, never
+    a file under the final name.
     """
 
-    def __init__(self, path, *, attrs, splits, overwrite=False):
+    def __init__(self, path, *, attrs, splits, overwrite=False, pool=None):
         self.path = Path(path)
         self.partial = partial_path(self.path)
         self.attrs = dict(attrs)
         self.splits = splits
         self.already_complete = False
         self._file = None
-        if self.path.exists() and self._finished_file_matches(overwrite):
-            self.already_complete = True
-            return
-        self._open_partial()
+        self._writers = {}
+        self._owned_pool = CodecPool() if pool is None else None
+        self._pool = pool or self._owned_pool
+        self._held = contextlib.ExitStack()
+        try:
+            self._held.enter_context(exclusive_output(self.path))
+            if self.path.exists() and self._finished_file_matches(overwrite):
+                self.already_complete = True
+                self.close()
+                return
+            self._open_partial()
+        except BaseException:
+            self.close()
+            raise
 
     def _finished_file_matches(self, overwrite):
         found = read_metadata(self.path)
         differs = identity_mismatch(self.attrs, found)
         if differs is None and found.get("complete"):
             return True
+        if differs is None:
+            # Only a featpipe older than its write locks could leave one; it holds no numbers to keep.
+            log.warning("%s is unfinished (complete=False); extracting it again", self.path)
+            self.path.unlink()
+            return False
         if not overwrite:
             raise FeatpipeError(
                 f"{self.path} exists with {differs}={found.get(differs)!r}, but this run asks for "
@@ -174,35 +201,77 @@ class FeatureWriter:
         return False
 
     def _open_partial(self):
-        if self.partial.exists():
-            try:
-                file = h5py.File(self.partial, "a")
-            except OSError:
-                log.warning("%s is unreadable (killed mid-write?); starting it again", self.partial)
-                self.partial.unlink()
-            else:
-                if identity_mismatch(self.attrs, file.attrs) is None:
-                    self._file = file
-                    log.info("resuming %s", self.partial)
-                    return
-                file.close()
-                log.info("discarding %s: it was started with other settings", self.partial)
-                self.partial.unlink()
+        if self.partial.exists() and self._resume():
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = h5py.File(self.partial, "w")
-        except OSError as error:
-            raise FeatpipeError(f"cannot write {self.partial}: {error.strerror or error}") from None
-        self._create_layout()
+            self._create_layout()
+        except (OSError, RuntimeError) as error:
+            raise self._write_error(error, "cannot write") from None
+        self._start_writers()
+
+    def _resume(self):
+        """Continue the ``.partial`` of an interrupted run if it has the same identity; whether it did.
+
+        The rows that read back are copied, chunk by chunk as stored, into a
+        fresh file that replaces the old one: a write that failed half-way (a
+        full disk) can leave HDF5's own bookkeeping of the old file unfit for
+        more writes, though every verified chunk in it is good.
+        """
+        fresh = self.partial.with_name(self.partial.name + ".resume")
+        try:
+            with h5py.File(self.partial, "r") as old:
+                if identity_mismatch(self.attrs, old.attrs) is not None:
+                    log.info("discarding %s: it was started with other settings", self.partial)
+                    self.partial.unlink()
+                    return False
+                self._file = h5py.File(fresh, "w")
+                self._create_layout()
+                for name in self.splits:
+                    self._carry_over(old[name], name)
+            self._file.flush()
+            os.replace(fresh, self.partial)  # the open file keeps its descriptor under the new name
+        except (OSError, RuntimeError, KeyError, ValueError) as error:
+            if getattr(error, "errno", None) == errno.ENOSPC or "No space left" in str(error):
+                self._discard_file(fresh)
+                raise self._write_error(error) from None
+            # We hold the lock, so no other process is writing it: a kill or a full disk left it.
+            log.warning("%s is unreadable (%s); starting it again", self.partial, first_line(error))
+            self._discard_file(fresh)
+            self.partial.unlink(missing_ok=True)
+            return False
+        self._start_writers()
+        log.info("resuming %s", self.partial)
+        return True
+
+    def _carry_over(self, old_group, name):
+        """The rows of ``old_group`` that read back, into this file's group ``name``."""
+        features = old_group["features"]
+        done = intact_rows(features, int(old_group.attrs["rows_written"]), self._pool)
+        if done < len(features):
+            done -= done % rows_per_chunk(features)  # a resume starts on a chunk boundary
+        if done < int(old_group.attrs["rows_written"]):
+            log.info("%s %s: %d of the %d rows claimed read back; recomputing the rest",
+                     self.partial, name, done, int(old_group.attrs["rows_written"]))
+        if done:
+            copy_chunks(features, self._file[name]["features"], done)
+        self._file[name].attrs["rows_written"] = done
+
+    def _discard_file(self, path):
+        self._close_file()
+        path.unlink(missing_ok=True)
 
     def _create_layout(self):
         dim = int(self.attrs["feature_dim"])
-        rows_per_chunk = max(1, CHUNK_BYTES // (4 * dim))
+        # At most a MiB, and a power of two: Dask shards and batches of 2^k rows then fill whole chunks.
+        rows_per_chunk = 1 << max(0, (CHUNK_BYTES // (4 * dim)).bit_length() - 1)
         for name, (labels, ids) in self.splits.items():
             group = self._file.create_group(name)
             n = len(labels)
-            # gzip level 1: nearly the size of level 4 on features, and twice as fast
-            # to write, which matters when a GPU produces thousands of rows a second.
+            # gzip level 1: nearly the size of level 4 on features, and twice as fast to
+            # write. No shuffle filter: on ReLU features it makes the chunks bigger and
+            # slower to decode (features/chunkio.py's measurements, README).
             storage = {"chunks": (min(rows_per_chunk, n), dim), "compression": "gzip", "compression_opts": 1}
             group.create_dataset("features", shape=(n, dim), dtype="float32", **(storage if n else {}))
             group.create_dataset("labels", data=np.asarray(labels, dtype=np.int64))
@@ -213,41 +282,108 @@ class FeatureWriter:
         self._file.attrs["complete"] = False
         self._file.flush()
 
+    def _start_writers(self):
+        """A chunk writer per split, from the rows on disk."""
+        for name in self.splits:
+            group = self._file[name]
+            self._writers[name] = ChunkWriter(group["features"], self._pool, start=int(group.attrs["rows_written"]))
+
+    def layout(self, split):
+        """The :class:`~features.chunkio.RowChunkLayout` of ``split``'s features: how a worker encodes chunks for it."""
+        return row_chunk_layout(self._file[split]["features"])
+
+    def append_encoded(self, split, chunks):
+        """Write chunks compressed elsewhere (:meth:`layout`'s ``encode``) after the rows on disk."""
+        writer = self._writers[split]
+        try:
+            self._record(split, writer.write_encoded(chunks))
+        except (OSError, RuntimeError) as error:
+            raise self._write_error(error) from None
+
     def rows_done(self, split):
         if self.already_complete:
             return len(self.splits[split][0])
         return int(self._file[split].attrs["rows_written"])
 
-    def rows_per_chunk(self, split):
-        """Rows in one HDF5 chunk of ``split``'s features: appends of whole chunks are fastest."""
-        chunks = self._file[split]["features"].chunks
-        return chunks[0] if chunks else 1
-
     def append(self, split, rows):
-        """Write ``rows`` (ndarray of shape (n, feature_dim)) after the rows already done."""
+        """Write ``rows`` (ndarray of shape (n, feature_dim)) after the rows already taken.
+
+        Rows of a chunk that isn't full yet wait in memory until it is (or
+        until the split's last row): ``rows_done`` counts only rows on disk.
+        """
+        writer = self._writers[split]
+        try:
+            writer.write(np.ascontiguousarray(rows, dtype=np.float32))
+            self._record(split, writer.rows_written)
+        except (OSError, RuntimeError) as error:
+            raise self._write_error(error) from None
+
+    def _record(self, split, rows_written):
+        """Flush the rows handed to HDF5, then say so: ``rows_written`` never runs ahead of the disk."""
         group = self._file[split]
-        start = int(group.attrs["rows_written"])
-        rows = np.ascontiguousarray(rows, dtype=np.float32)
-        group["features"][start : start + len(rows)] = rows
-        self._file.flush()
-        group.attrs["rows_written"] = start + len(rows)
-        self._file.flush()
+        if rows_written != int(group.attrs["rows_written"]):
+            self._file.flush()
+            group.attrs["rows_written"] = rows_written
+            self._file.flush()
+
+    def _write_error(self, error, doing="error writing"):
+        """The one line a failed HDF5 write or flush becomes (h5py raises OSError, or RuntimeError on flush)."""
+        if getattr(error, "errno", None) == errno.ENOSPC or "No space left" in str(error):
+            return FeatpipeError(f"no space left on device writing {self.partial}; free space and rerun to resume")
+        return FeatpipeError(f"{doing} {self.partial}: {first_line(error)}; rerun to resume")
 
     def finish(self):
-        """Mark the file complete and move it to its final name."""
+        """Mark the file complete, close it and move it to its final name; nothing moves if a write fails."""
+        try:
+            for name, writer in self._writers.items():
+                self._record(name, writer.flush())
+        except (OSError, RuntimeError) as error:
+            raise self._write_error(error) from None
         for name in self.splits:
             done, total = self.rows_done(name), len(self.splits[name][0])
             if done != total:
                 raise RuntimeError(f"{name}: {done} of {total} rows written; cannot finish")
-        self._file.attrs["complete"] = True
-        self._file.close()
-        self._file = None
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
+        try:
+            self._file.attrs["complete"] = True
+            self._file.flush()
+            self._file.close()
+            self._file = None
+            flush_to_disk(self.partial)
+        except (OSError, RuntimeError) as error:
+            raise self._write_error(error) from None
         os.replace(self.partial, self.path)
+        self.close()
 
     def close(self):
-        """Close without finishing: the ``.partial`` file stays for the next run."""
+        """Close without finishing: the ``.partial`` file stays for the next run, and the lock goes.
+
+        Whole chunks still being compressed are written first (rows computed
+        are worth keeping for the resume); the rows of an unfinished chunk are
+        dropped, as ``rows_done`` never counted them.
+        """
+        for name, writer in self._writers.items():
+            with contextlib.suppress(OSError, RuntimeError):  # after a failed write, keep what is on disk
+                if self._file is not None:
+                    self._record(name, writer.flush())
+            writer.close()
+        self._writers = {}
+        self._close_file()
+        if self._owned_pool is not None:
+            self._owned_pool.close()
+        self._held.close()
+
+    def _close_file(self):
+        # Closed here, in the owning thread, not by the garbage collector at exit: after
+        # a failed write HDF5 may not close a file cleanly, and at interpreter shutdown
+        # that crashed the process (features/chunkio.py says why).
         if self._file is not None:
-            self._file.close()
+            try:
+                self._file.close()
+            except (OSError, RuntimeError) as error:
+                log.info("closing %s: %s", self.partial, first_line(error))
             self._file = None
 
     def __enter__(self):

@@ -11,7 +11,9 @@ Layout (the contract in DESIGN.md)::
                      num_skipped, fingerprint (SHA-256 of the contents)
 """
 
+import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 from pathlib import Path
@@ -19,12 +21,16 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from features.atomic import atomic_output
-from features.errors import FeatpipeError
+from features.atomic import atomic_output, exclusive_output
+from features.chunkio import CodecPool, iter_row_blocks, write_array
+from features.errors import FeatpipeError, first_line
 
 SPLITS = ("train", "test")
 STRING = h5py.string_dtype("utf-8")
-ROWS_PER_CHUNK = 256
+# Chunks of about 4 MiB, at most 256 rows: a 224x224x3 photo store decodes in many
+# chunks at once on many cores, and reading one batch touches little else.
+CHUNK_BYTES = 4 << 20
+MAX_ROWS_PER_CHUNK = 256
 
 
 @dataclasses.dataclass
@@ -65,42 +71,71 @@ def content_fingerprint(splits, class_names):
     return digest.hexdigest()
 
 
-def write_image_store(path, splits, *, source, class_names, seed, train_size=None, test_size=None, skipped=()):
+def write_image_store(path, splits, *, source, class_names, seed, train_size=None, test_size=None, skipped=(), threads=None):
     """Write ``splits`` (a dict of :class:`ImageSplit` by split name) to ``path`` atomically.
 
     ``skipped`` is a sequence of ``(id, reason)`` pairs for inputs that could
-    not be read. Returns the store's fingerprint.
+    not be read. The images are compressed by ``threads`` threads
+    (:class:`~features.chunkio.CodecPool`; None: one per core). Only one
+    process writes ``path`` at a time; a write that fails (a full disk) ends
+    in a one-line :class:`FeatpipeError` and leaves nothing behind. Returns
+    the store's fingerprint.
     """
     missing = [name for name in SPLITS if name not in splits]
     if missing:
         raise ValueError(f"splits {missing} missing; expected {SPLITS}")
     fingerprint = content_fingerprint(splits, class_names)
-    with atomic_output(path) as aside:
-        with h5py.File(aside, "w") as store:
-            for name in SPLITS:
-                _write_split(store.create_group(name), splits[name])
-            skipped = list(skipped)
-            table = store.create_dataset("skipped", shape=(len(skipped), 2), dtype=STRING)
-            if skipped:
-                table[...] = np.array(skipped, dtype=object)
-            store.attrs.update(
-                source=source,
-                class_names=list(class_names),
-                seed=seed,
-                train_size=-1 if train_size is None else train_size,
-                test_size=-1 if test_size is None else test_size,
-                num_skipped=len(skipped),
-                fingerprint=fingerprint,
-            )
+    attrs = dict(
+        source=source,
+        class_names=list(class_names),
+        seed=seed,
+        train_size=-1 if train_size is None else train_size,
+        test_size=-1 if test_size is None else test_size,
+        num_skipped=len(list(skipped)),
+        fingerprint=fingerprint,
+    )
+    with exclusive_output(path), atomic_output(path) as aside, CodecPool(threads) as pool:
+        try:
+            _write_store(aside, splits, list(skipped), attrs, pool)
+        except (OSError, RuntimeError) as error:
+            if getattr(error, "errno", None) == errno.ENOSPC or "No space left" in str(error):
+                raise FeatpipeError(f"no space left on device writing {aside}; free space and rerun") from None
+            raise FeatpipeError(f"cannot write {aside}: {first_line(error)}") from None
     return fingerprint
 
 
-def _write_split(group, split):
+def _write_store(aside, splits, skipped, attrs, pool):
+    store = h5py.File(aside, "w")
+    try:
+        for name in SPLITS:
+            _write_split(store.create_group(name), splits[name], pool)
+        table = store.create_dataset("skipped", shape=(len(skipped), 2), dtype=STRING)
+        if skipped:
+            table[...] = np.array(skipped, dtype=object)
+        store.attrs.update(attrs)
+        store.flush()
+    finally:
+        # Closed here, not by the garbage collector: after a failed write HDF5 can crash at exit.
+        try:
+            store.close()
+        except (OSError, RuntimeError):
+            pass
+
+
+def rows_per_chunk(image_shape):
+    """Rows in one chunk of images of ``image_shape`` (height, width, channels)."""
+    return int(max(1, min(MAX_ROWS_PER_CHUNK, CHUNK_BYTES // max(1, int(np.prod(image_shape))))))
+
+
+def _write_split(group, split, pool):
     n = len(split.images)
     # Row chunks let extract read a batch without touching the rest; gzip at
     # level 1 is what any HDF5 reader understands and costs little to decode.
-    storage = {"chunks": (min(ROWS_PER_CHUNK, n),) + split.images.shape[1:], "compression": "gzip", "compression_opts": 1}
-    group.create_dataset("images", data=split.images, **(storage if n else {}))
+    storage = {"chunks": (min(rows_per_chunk(split.images.shape[1:]), n),) + split.images.shape[1:],
+               "compression": "gzip", "compression_opts": 1}
+    images = group.create_dataset("images", shape=split.images.shape, dtype=np.uint8, **(storage if n else {}))
+    if n:
+        write_array(images, np.ascontiguousarray(split.images), pool)
     group.create_dataset("labels", data=split.labels)
     group.create_dataset("ids", data=np.array(split.ids, dtype=object), dtype=STRING)
 
@@ -169,7 +204,28 @@ class ImageStore:
 
     def images(self, split, start=0, stop=None):
         """uint8 images of rows ``start:stop`` of ``split``."""
-        return self._file[split]["images"][start:stop]
+        with self._read_errors(split):
+            return self._file[split]["images"][start:stop]
+
+    def iter_images(self, split, start=0, stop=None, pool=None):
+        """Yield ``(row, images)`` blocks of rows ``start:stop`` of ``split``, in order, a chunk each.
+
+        The chunks are decompressed by ``pool`` (a
+        :class:`~features.chunkio.CodecPool`) off h5py's lock; the iterating
+        thread does the HDF5 reads. ``images`` is uint8 of shape (n, height, width, channels).
+        """
+        with self._read_errors(split):
+            yield from iter_row_blocks(self._file[split]["images"], pool or CodecPool(1), start, stop)
+
+    @contextlib.contextmanager
+    def _read_errors(self, split):
+        """A damaged chunk (a bad disk, a bad copy) is one line that names the file."""
+        try:
+            yield
+        except OSError as error:
+            raise FeatpipeError(
+                f"image store {self.path}: {split}/images can't be read ({first_line(error)}); rerun `featpipe prepare`"
+            ) from None
 
     def labels(self, split):
         return self._file[split]["labels"][:]

@@ -13,6 +13,7 @@ files of every model record (:mod:`classifiers.records`)::
 import click
 
 from pipeline import paths
+from pipeline.inputs import load_pixels
 from pipeline.options import images_option, params_option
 from pipeline.stage import stage_params
 
@@ -22,25 +23,6 @@ NAME = "pixel_rf"
 def record_names(params):
     """The model this stage trains."""
     return [NAME]
-
-
-def load_pixels(images):
-    """Both splits of the image store as pixel matrices in [0, 1], with what the store says of itself.
-
-    Returns
-    -------
-    splits : dict of split name to ``(X, y)``; X ndarray of shape
-        (n_samples, height * width * channels), float32; y ndarray of shape (n_samples,)
-    class_names : list of str
-    data : dict, :func:`~classifiers.evaluation.data_record` of the store
-    """
-    from classifiers.evaluation import data_record
-    from classifiers.pixels import pixel_matrix
-    from features.image_store import ImageStore
-
-    with ImageStore(images) as store:
-        splits = {split: (pixel_matrix(store.images(split)), store.labels(split)) for split in ("train", "test")}
-        return splits, store.class_names, data_record(store.attrs)
 
 
 def forest_options(params):

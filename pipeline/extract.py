@@ -50,9 +50,13 @@ SPLIT_CHOICES = ("train", "test", "all")
 @scheduler_option
 @click.option("--workers", type=int, default=None, help="Start a local Dask cluster of this many processes.")
 @click.option("--shard-size", type=int, default=None, help="Rows per Dask task  [extract.shard_size]")
+@click.option(
+    "--io-threads", type=int, default=None,
+    help="Threads (de)compressing the image store and the features; default one per core, at most 16  [extract.io_threads]",
+)
 def extract(
     backbone, layer, weights, batch_size, precision, device, split, images, out, overwrite, params_path, scheduler, workers,
-    shard_size,
+    shard_size, io_threads,
 ):
     """Extract CNN features of every prepared image into data/features/<backbone>-<layer>.h5.
 
@@ -62,7 +66,7 @@ def extract(
     """
     params = stage_params(
         params_path, section="extract", weights=weights, batch_size=batch_size, precision=precision,
-        device=device, scheduler=scheduler, workers=workers, shard_size=shard_size,
+        device=device, scheduler=scheduler, workers=workers, shard_size=shard_size, io_threads=io_threads,
     )
     settings = params["extract"]
     settings["seed"] = params["seed"]
@@ -106,7 +110,9 @@ def extract_one(backbone, layer, out, images, settings, split, overwrite):
     extractor.fit()
     out_path = Path(out) if out else default_out(extractor.backbone_.name, extractor.layer_, split)
     splits = None if split == "all" else [split]
-    return extract_features(images, out_path, extractor, overwrite=overwrite, progress=True, splits=splits)
+    return extract_features(
+        images, out_path, extractor, overwrite=overwrite, progress=True, splits=splits, io_threads=settings["io_threads"]
+    )
 
 
 def _check_request(backbone, layer, weights, images):
@@ -160,6 +166,10 @@ def format_summary(summary, backbone, precision):
             f"  weights     {summary['weights']}",
             f"  time        {summary['seconds']:.1f} s" + (f", {rate:.1f} images/s" if rate else ""),
         ]
+        if summary.get("backend"):
+            lines.append(f"  ran on      {summary['device']}, Keras on {summary['backend']}, {summary['io_threads']} I/O thread(s)")
+        if summary.get("first_batch_seconds") is not None:
+            lines.append(f"  start-up    {summary['first_batch_seconds']:.1f} s from launch to the first batch of features")
         computed = summary.get("rows_computed", total)
         if computed < total:
             lines.append(f"  resumed     {total - computed} rows were already written by an earlier run")

@@ -127,6 +127,7 @@ SCHEMA = {
         "scheduler": string(default=None, nullable=True),
         "workers": integer(minimum=1, default=None, nullable=True),
         "shard_size": integer(minimum=1, default=1024),
+        "io_threads": integer(minimum=1, default=None, nullable=True),
     },
     "baseline": {
         "n_estimators": integer(minimum=1, default=100),

@@ -90,6 +90,7 @@ def prepare(params_path, seed, out, **data_options):
         train_size=data["train_size"],
         test_size=data["test_size"],
         skipped=dataset.skipped,
+        threads=data["workers"],
     )
     click.echo(summary(dataset, out, image_size_ignored=data_options["image_size"] is not None))
 

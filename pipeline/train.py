@@ -17,46 +17,12 @@ import click
 
 from features.errors import FeatpipeError
 from pipeline import paths
+from pipeline.inputs import checked_feature_file, store_description
 from pipeline.options import images_option, params_option, scheduler_option
 from pipeline.stage import stage_params
 
 # scikit-learn, h5py and the classifiers are imported where they are used, so
 # that `featpipe --help` does not pay for them.
-
-
-def store_description(images):
-    """The image store's class names and :func:`~classifiers.evaluation.data_record`, plus its path."""
-    from classifiers.evaluation import data_record
-    from features.image_store import ImageStore
-
-    with ImageStore(images) as store:
-        return {"path": str(images), "class_names": store.class_names, **data_record(store.attrs)}
-
-
-def check_matches_store(path, metadata, store):
-    """Refuse a feature file made from another image store than ``store``."""
-    if metadata.get("image_store_fingerprint") != store["image_store_fingerprint"]:
-        raise FeatpipeError(
-            f"{path} was extracted from another image store than {store['path']} "
-            f"(fingerprint {str(metadata.get('image_store_fingerprint'))[:12]} vs "
-            f"{store['image_store_fingerprint'][:12]}); rerun `featpipe extract`"
-        )
-    if list(metadata.get("class_names", [])) != store["class_names"]:
-        raise FeatpipeError(
-            f"{path} has class names {list(metadata.get('class_names', []))} but {store['path']} has "
-            f"{store['class_names']}; rerun `featpipe extract`"
-        )
-
-
-def train_labels(path):
-    """The training labels of a complete feature file (refusing missing or incomplete ones)."""
-    import h5py
-
-    from features.feature_store import complete_metadata
-
-    metadata = complete_metadata(path)
-    with h5py.File(path, "r") as file:
-        return metadata, file["train"]["labels"][:]
 
 
 def check_plan(feature_paths, names, settings, seed, store):
@@ -74,8 +40,7 @@ def check_plan(feature_paths, names, settings, seed, store):
     search = settings["search"]
     plans = []
     for path in feature_paths:
-        metadata, labels = train_labels(path)
-        check_matches_store(path, metadata, store)
+        metadata, labels = checked_feature_file(path, store)
         check_labels(labels, f"{path} train")
         for name in names:
             estimator = build(name, seed, **settings.get(name, {}))

@@ -17,6 +17,7 @@ import pytest
 
 from features import distributed
 from features.atomic import partial_path, write_bytes_atomically
+from features.chunkio import CodecPool
 from features.distributed import PartFolder, Shard, ShardJoin, extract_distributed, parts_folder, plan_shards
 from features.engine import extract_features
 from features.errors import FeatpipeError
@@ -51,8 +52,12 @@ class FakeExtractor:
         self.backbone_ = type("Backbone", (), {"name": "fake"})()
         self.layer_ = "stats"
         self.weights_label_ = "none"
+        self.device_ = None
         self.calls_ = 0
         return self
+
+    def stage(self, images):
+        return images
 
     def transform(self, X):
         self.calls_ += 1
@@ -151,11 +156,16 @@ def wait_until_idle(address, timeout=10):
 
 
 def test_shards_cover_every_row_once_on_fixed_boundaries():
-    shards = plan_shards({"train": 10, "test": 3}, 4)
-    assert shards == [Shard("train", 0, 4), Shard("train", 4, 8), Shard("train", 8, 10), Shard("test", 0, 3)]
-    assert plan_shards({"train": 0, "test": 0}, 4) == []
-    # A shard ends on a whole batch: a short one would be padded and cost a full batch.
-    assert distributed._whole_batches(5, 4) == 8 and distributed._whole_batches(8, 4) == 8
+    shards = plan_shards({"train": 10, "test": 3}, {"train": 4, "test": 2})
+    assert shards == [Shard("train", 0, 4), Shard("train", 4, 8), Shard("train", 8, 10), Shard("test", 0, 2), Shard("test", 2, 3)]
+    assert plan_shards({"train": 0, "test": 0}, {"train": 4, "test": 4}) == []
+    # A shard holds whole chunks (the client writes them as they come), and whole batches
+    # where that costs little: a short batch would be padded and cost a full one.
+    assert distributed.shard_size_for(5, batch_size=4, rows_per_chunk=4) == 8
+    assert distributed.shard_size_for(8, batch_size=4, rows_per_chunk=8) == 8
+    assert distributed.shard_size_for(1000, batch_size=256, rows_per_chunk=64) == 1024
+    assert distributed.shard_size_for(1000, batch_size=3, rows_per_chunk=128) == 1152  # lcm 384
+    assert distributed.shard_size_for(100, batch_size=7, rows_per_chunk=128) == 128  # lcm 896: chunks win
 
 
 def fake_attrs(store_path):
@@ -163,16 +173,36 @@ def fake_attrs(store_path):
         return FakeExtractor().fit().file_attributes(store), {name: (store.labels(name), store.ids(name)) for name in SPLITS}
 
 
-def test_parts_join_in_row_order_whatever_order_they_finish(store, tmp_path):
+@pytest.fixture
+def chunks_of_8_rows(monkeypatch):
+    """Feature files of FAKE_DIM floats chunked by 8 rows, so that a split has several shards."""
+    from features import feature_store
+
+    monkeypatch.setattr(feature_store, "CHUNK_BYTES", 8 * FAKE_DIM * 4)
+
+
+@pytest.fixture
+def chunks_of_4_rows(monkeypatch):
+    """Feature files of FAKE_DIM floats chunked by 4 rows: shards of 4 rows (a shard holds whole chunks)."""
+    from features import feature_store
+
+    monkeypatch.setattr(feature_store, "CHUNK_BYTES", 4 * FAKE_DIM * 4)
+
+
+def chunked_part(rows, writer, split):
+    return distributed.part_bytes(rows, writer.layout(split), CodecPool(1))
+
+
+def test_parts_join_in_row_order_whatever_order_they_finish(store, tmp_path, chunks_of_8_rows):
     attrs, splits = fake_attrs(store)
     out = tmp_path / "out.h5"
-    parts = PartFolder(parts_folder(out), attrs)
     rows = {name: np.random.default_rng(0).random((len(splits[name][0]), FAKE_DIM), dtype=np.float32) for name in SPLITS}
     with FeatureWriter(out, attrs=attrs, splits=splits) as writer:
-        shards = plan_shards({name: len(rows[name]) for name in SPLITS}, 8)
+        parts = PartFolder(parts_folder(out), attrs, {name: writer.layout(name) for name in SPLITS})
+        shards = plan_shards({name: len(rows[name]) for name in SPLITS}, {"train": 8, "test": 8})
         join = ShardJoin(writer, shards, parts)
         for shard in reversed(shards):
-            write_bytes_atomically(parts.part(shard), distributed._npy_bytes(rows[shard.split][shard.start : shard.stop]))
+            write_bytes_atomically(parts.part(shard), chunked_part(rows[shard.split][shard.start : shard.stop], writer, shard.split))
             join.finished(shard)
             # Nothing joins before the first shard; then everything does, in order.
             expected = {"train": 24, "test": 10} if shard == shards[0] else {"train": 0, "test": 0}
@@ -183,24 +213,28 @@ def test_parts_join_in_row_order_whatever_order_they_finish(store, tmp_path):
     assert [path.name for path in parts.path.iterdir()] == ["identity.json"]
 
 
-def test_parts_made_with_other_settings_are_discarded(store, tmp_path):
-    attrs, _ = fake_attrs(store)
+def test_parts_made_with_other_settings_are_discarded(store, tmp_path, chunks_of_8_rows):
+    attrs, splits = fake_attrs(store)
     folder = tmp_path / "out.h5.parts"
-    parts = PartFolder(folder, attrs)
-    shard = Shard("train", 0, 8)
-    write_bytes_atomically(parts.part(shard), distributed._npy_bytes(np.ones((8, FAKE_DIM), np.float32)))
-    assert PartFolder(folder, attrs).load(shard) is not None
-    assert PartFolder(folder, dict(attrs, weights_sha256="1" * 64)).load(shard) is None
+    with FeatureWriter(tmp_path / "out.h5", attrs=attrs, splits=splits) as writer:
+        layouts = {name: writer.layout(name) for name in SPLITS}
+        parts = PartFolder(folder, attrs, layouts)
+        shard = Shard("train", 0, 8)
+        write_bytes_atomically(parts.part(shard), chunked_part(np.ones((8, FAKE_DIM), np.float32), writer, "train"))
+    assert PartFolder(folder, attrs, layouts).load(shard) is not None
+    assert PartFolder(folder, dict(attrs, weights_sha256="1" * 64), layouts).load(shard) is None
     assert not parts.part(shard).exists()
 
 
-def test_a_malformed_part_is_not_taken(store, tmp_path):
-    attrs, _ = fake_attrs(store)
-    parts = PartFolder(tmp_path / "out.h5.parts", attrs)
-    shard = Shard("train", 0, 8)
-    write_bytes_atomically(parts.part(shard), distributed._npy_bytes(np.ones((7, FAKE_DIM), np.float32)))
+def test_a_malformed_part_is_not_taken(store, tmp_path, chunks_of_8_rows):
+    attrs, splits = fake_attrs(store)
+    with FeatureWriter(tmp_path / "out.h5", attrs=attrs, splits=splits) as writer:
+        parts = PartFolder(tmp_path / "out.h5.parts", attrs, {name: writer.layout(name) for name in SPLITS})
+        shard = Shard("train", 0, 16)
+        # One chunk where the shard has two.
+        write_bytes_atomically(parts.part(shard), chunked_part(np.ones((8, FAKE_DIM), np.float32), writer, "train"))
     assert parts.load(shard) is None
-    parts.part(shard).write_bytes(b"\x93NUMPY garbage")
+    parts.part(shard).write_bytes(b"PK garbage")
     assert parts.load(shard) is None
 
 
@@ -212,7 +246,7 @@ def test_shard_size_must_be_positive(store, tmp_path):
 # --- on a cluster ------------------------------------------------------------------------
 
 
-def test_distributed_equals_single_process(store, tmp_path, scheduler):
+def test_distributed_equals_single_process(store, tmp_path, scheduler, chunks_of_4_rows):
     reference = single_process(store, tmp_path, FakeExtractor().fit())
     out = tmp_path / "features" / "fake-stats.h5"
     summary = extract_distributed(store, out, FakeExtractor(), scheduler=scheduler, shard_size=4, progress=False)
@@ -227,7 +261,7 @@ def test_distributed_equals_single_process(store, tmp_path, scheduler):
 
 
 @pytest.mark.slow
-def test_a_worker_killed_mid_run_changes_nothing(store, tmp_path, scheduler):
+def test_a_worker_killed_mid_run_changes_nothing(store, tmp_path, scheduler, chunks_of_4_rows):
     reference = single_process(store, tmp_path, FakeExtractor().fit())
     marker = tmp_path / "killed-one"
     dying = FakeExtractor(delay=0.05, die_after=4, marker=str(marker))
@@ -239,7 +273,7 @@ def test_a_worker_killed_mid_run_changes_nothing(store, tmp_path, scheduler):
 
 
 @pytest.mark.slow
-def test_a_restarted_client_reuses_finished_shards(store, tmp_path, scheduler, monkeypatch):
+def test_a_restarted_client_reuses_finished_shards(store, tmp_path, scheduler, monkeypatch, chunks_of_4_rows):
     reference = single_process(store, tmp_path, FakeExtractor().fit())
     out = tmp_path / "out.h5"
     joined = []
@@ -254,12 +288,12 @@ def test_a_restarted_client_reuses_finished_shards(store, tmp_path, scheduler, m
     monkeypatch.setattr(ShardJoin, "finished", interrupted_after_three)
     with pytest.raises(KeyboardInterrupt):
         extract_distributed(store, out, FakeExtractor(delay=0.05), scheduler=scheduler, shard_size=4, progress=False)
-    monkeypatch.undo()
+    monkeypatch.setattr(ShardJoin, "finished", finished)
     wait_until_idle(scheduler)
     with h5py.File(partial_path(out)) as partial:
         kept = {name: set(range(partial[name].attrs["rows_written"])) for name in SPLITS}
-    for part in parts_folder(out).glob("*.npy"):
-        name, start, stop, _ = part.stem.split("-")
+    for part in parts_folder(out).glob("*.chunks.npz"):
+        name, start, stop, _ = part.name.split("-")
         kept[name] |= set(range(int(start), int(stop)))
     assert sum(map(len, kept.values())) >= 12, "fewer rows kept than the 3 shards joined"
 

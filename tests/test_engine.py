@@ -1,7 +1,6 @@
 """The extraction engine: featpipe's features equal a plain Keras reference, batching, threads."""
 
 import pickle
-import threading
 
 import numpy as np
 import pytest
@@ -156,82 +155,3 @@ def test_an_explicit_cpu_device_is_accepted_and_used(keras):
     # Also where the backend lists only its accelerators (Keras on JAX with a GPU).
     extractor = FeatureExtractor("mobilenet_v2", weights="none", batch_size=2, device="cpu:0").fit()
     assert extractor.transform(GRAY[:2]).shape == (2, 1280)
-
-
-class FakeStore:
-    """An image store of ``n`` one-pixel rows whose value is the row number (mod 256)."""
-
-    def __init__(self, n, fail_at=None):
-        self.n, self.fail_at, self.reads = n, fail_at, []
-
-    def num_rows(self, split):
-        return self.n
-
-    def images(self, split, start, stop):
-        self.reads.append((start, stop))
-        if self.fail_at is not None and start <= self.fail_at < stop:
-            raise OSError("disk gone")
-        return (np.arange(start, stop) % 256).astype(np.uint8).reshape(-1, 1, 1, 1)
-
-
-def test_image_batches_come_in_order_from_a_reader_thread():
-    from features.engine import iter_image_batches
-
-    store = FakeStore(300)
-    batches = list(iter_image_batches(store, "train", start=5, stop=None, batch_size=64))
-    assert [row for row, _ in batches] == [5, 69, 133, 197, 261]
-    assert np.concatenate([images for _, images in batches]).ravel().tolist() == [row % 256 for row in range(5, 300)]
-    assert store.reads == [(5, 261), (261, 300)]  # whole store chunks, cut into batches
-
-
-def test_a_read_error_reaches_the_consumer_and_the_reader_stops():
-    from features.engine import iter_image_batches
-
-    before = threading.active_count()
-    with pytest.raises(OSError, match="disk gone"):
-        list(iter_image_batches(FakeStore(600, fail_at=300), "train", batch_size=32))
-    batches = iter_image_batches(FakeStore(10_000), "train", batch_size=8, prefetch=2)
-    next(batches)
-    batches.close()  # a consumer that leaves early must not strand the reader
-    assert threading.active_count() == before
-
-
-class ListWriter:
-    """The part of FeatureWriter that RowSink uses, keeping appends in a list."""
-
-    def __init__(self, rows=10, per_chunk=4, fail=False):
-        self.splits = {"train": (np.zeros(rows), None)}
-        self.appended, self.per_chunk, self.fail = [], per_chunk, fail
-
-    def rows_done(self, split):
-        return 0
-
-    def rows_per_chunk(self, split):
-        return self.per_chunk
-
-    def append(self, split, rows):
-        if self.fail:
-            raise OSError(28, "No space left on device")
-        self.appended.append(rows.tolist())
-
-
-def test_row_sink_writes_whole_chunks_in_order():
-    from features.engine import RowSink
-
-    writer = ListWriter(rows=10, per_chunk=4)
-    sink = RowSink(writer)
-    for start in range(0, 10, 3):  # batches of 3 rows: 0-2, 3-5, 6-8, 9
-        sink.put("train", np.arange(start, min(start + 3, 10)))
-    sink.close()
-    assert sum(writer.appended, []) == list(range(10))
-    assert all(len(rows) % 4 == 0 for rows in writer.appended[:-1])  # whole chunks (merged when the writer lags)
-
-
-def test_row_sink_reports_write_errors_in_the_callers_thread():
-    from features.engine import RowSink
-
-    failing = RowSink(ListWriter(rows=100, per_chunk=1, fail=True), depth=1)
-    with pytest.raises(OSError, match="No space left"):
-        for i in range(100):
-            failing.put("train", np.array([i]))
-        failing.close()

@@ -77,25 +77,28 @@ def _writer(path, dim=5, **attrs):
     return FeatureWriter(path, attrs=base | attrs, splits=splits)
 
 
-def test_feature_writer_resumes_and_finishes(tmp_path):
+def test_feature_writer_resumes_from_whole_chunks_and_finishes(tmp_path):
     path = tmp_path / "fake-x.h5"
-    rows = np.arange(30, dtype=np.float32).reshape(6, 5)
-    writer = _writer(path)
-    writer.append("train", rows[:2])
-    writer.close()  # as if killed: the .partial stays
+    dim = 1 << 16  # a MiB of float32 rows is 4 of them: chunks of 4 rows
+    rows = np.random.default_rng(0).random((9, dim), dtype=np.float32)
+    splits = {"train": (np.array([0, 1, 2, 0, 1, 2]), list("abcdef")), "test": (np.array([1, 2, 0]), list("ghi"))}
+    attrs = {"backbone": "fake", "layer": "x", "feature_dim": dim, "class_names": CLASS_NAMES, "weights": "none"}
+    writer = FeatureWriter(path, attrs=attrs, splits=splits)
+    writer.append("train", rows[:5])  # a whole chunk goes to disk; one row waits for the next
+    writer.close()  # as if killed: the .partial stays, with the whole chunk
     assert not path.exists() and partial_path(path).exists()
 
-    writer = _writer(path)
-    assert writer.rows_done("train") == 2
-    writer.append("train", rows[2:4])
-    writer.append("test", rows[4:])
+    writer = FeatureWriter(path, attrs=attrs, splits=splits)
+    assert writer.rows_done("train") == 4
+    writer.append("train", rows[4:6])
+    writer.append("test", rows[6:])
     writer.finish()
     loaded = load_features(path, "train")
-    np.testing.assert_array_equal(loaded.features, rows[:4])
-    assert loaded.ids == ["a", "b", "c", "d"] and loaded.class_names == CLASS_NAMES
+    np.testing.assert_array_equal(loaded.features, rows[:6])
+    assert loaded.ids == list("abcdef") and loaded.class_names == CLASS_NAMES
     assert read_metadata(path)["complete"] is True
     lazy = load_features(path, "test", lazy=True)
-    np.testing.assert_array_equal(lazy.features.compute(), rows[4:])
+    np.testing.assert_array_equal(lazy.features.compute(), rows[6:])
 
 
 def test_feature_writer_reuses_complete_and_refuses_other_settings(tmp_path):
