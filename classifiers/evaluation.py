@@ -132,18 +132,32 @@ def confusion_counts(y_true, y_pred, n_classes):
 
 def write_confusion_csv(path, y_true, y_pred, class_names):
     """One ``actual,predicted`` row per test sample, by class name: DVC's confusion plot input."""
-    with atomic_output(path) as aside:
-        with open(aside, "w", newline="") as file:
-            writer = csv.writer(file)
-            writer.writerow(["actual", "predicted"])
-            writer.writerows((class_names[a], class_names[p]) for a, p in zip(y_true, y_pred))
+    rows = ({"actual": class_names[a], "predicted": class_names[p]} for a, p in zip(y_true, y_pred))
+    write_csv(path, ["actual", "predicted"], rows)
 
 
-def write_json(path, data):
-    """Write ``data`` as indented, strict JSON (no NaN or Infinity), atomically."""
-    text = json.dumps(data, indent=2, sort_keys=False, allow_nan=False)
+def write_json(path, data, compact=()):
+    """Write ``data`` as indented, strict JSON (no NaN or Infinity), atomically.
+
+    ``compact`` names top-level keys holding long lists: each of their items
+    goes on one line instead of one line per number.
+    """
+    placeholders = {key: [f"@compact:{key}:{i}@" for i in range(len(data[key]))] for key in compact}
+    text = json.dumps({**data, **placeholders}, indent=2, sort_keys=False, allow_nan=False)
+    for key in compact:
+        for placeholder, item in zip(placeholders[key], data[key]):
+            text = text.replace(f'"{placeholder}"', json.dumps(item, allow_nan=False))
     with atomic_output(path) as aside:
         aside.write_text(text + "\n")
+
+
+def write_csv(path, header, rows):
+    """Write dicts keyed by ``header`` as a CSV with that header, atomically."""
+    with atomic_output(path) as aside:
+        with open(aside, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=header)
+            writer.writeheader()
+            writer.writerows(rows)
 
 
 def save_confusion(csv_path, png_path, y_true, y_pred, class_names, title):

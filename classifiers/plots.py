@@ -79,3 +79,86 @@ def save_accuracy_chart(path, names, accuracies, baseline=None, highlight=()):
     axes.set_xlabel("test accuracy")
     axes.set_title("Test accuracy by model")
     _save(figure, path)
+
+
+def save_curves_png(path, summary, title="Test accuracy against labelled images per class"):
+    """Learning curves: mean test accuracy against images per class (log scale), ± one std as a band.
+
+    The baseline (the pixel forest) is drawn black, thick and dashed, with a
+    dotted line at its accuracy at the largest size: the level the report's
+    sentence asks the feature models to reach.
+
+    Parameters
+    ----------
+    summary : dict from :func:`classifiers.curves.summarise_curves`; reads ``models``,
+        ``per_class`` and ``repeats``
+    title : str
+    """
+    figure = Figure(figsize=(8.0, 5.0))
+    axes = figure.add_subplot()
+    colours = iter(_colours(sum(not curve["baseline"] for curve in summary["models"].values())))
+    for name, curve in summary["models"].items():
+        sizes = np.array([size["per_class"] for size in curve["sizes"]])
+        mean = np.array([size["mean"] for size in curve["sizes"]])
+        std = np.array([size["std"] for size in curve["sizes"]])
+        if curve["baseline"]:
+            style = {"color": "black", "linewidth": 2.6, "linestyle": "--", "marker": "s", "zorder": 3}
+        else:
+            style = {"color": next(colours), "linewidth": 1.6, "marker": "o", "markersize": 4, "zorder": 2}
+        axes.plot(sizes, mean, label=name, **style)
+        if curve["baseline"]:
+            axes.axhline(mean[-1], color="black", linewidth=0.8, linestyle=":", zorder=1,
+                         label=f"{name} at {sizes[-1]} per class")
+        axes.fill_between(sizes, mean - std, mean + std, color=style["color"], alpha=0.12, linewidth=0, zorder=1)
+    axes.set_xscale("log")
+    axes.set_xticks(summary["per_class"], labels=[str(size) for size in summary["per_class"]])
+    axes.minorticks_off()
+    axes.set_xlabel("labelled training images per class (log scale)")
+    axes.set_ylabel(f"test accuracy, mean ± 1 std over {summary['repeats']} draws")
+    axes.grid(True, color="0.9", linewidth=0.8)
+    axes.set_axisbelow(True)
+    axes.set_title(title)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=9)
+    _save(figure, path)
+
+
+def save_embedding_png(path, coordinates, labels, class_names, title):
+    """A 2-D embedding (t-SNE) as a scatter coloured by class, with the class names in a legend.
+
+    Parameters
+    ----------
+    coordinates : ndarray of shape (n_samples, 2)
+    labels : ndarray of shape (n_samples,), class indices into ``class_names``
+    class_names : list of str
+    title : str
+    """
+    figure = Figure(figsize=(8.0, 6.5))
+    axes = figure.add_subplot()
+    labels = np.asarray(labels)
+    # Shuffled drawing order, so that the last class drawn does not hide the others where they overlap.
+    order = np.random.default_rng(0).permutation(len(labels))
+    colours = _colours(len(class_names))
+    # Dots shrink as they get many, so that 2,000 of them still show the clusters' shapes.
+    dot_area = float(np.clip(12000 / max(len(labels), 1), 6, 30))
+    axes.scatter(coordinates[order, 0], coordinates[order, 1], c=[colours[label] for label in labels[order]],
+                 s=dot_area, alpha=0.8, linewidths=0)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], linestyle="", marker="o", markersize=7, color=colours[index], label=name)
+               for index, name in enumerate(class_names) if np.any(labels == index)]
+    axes.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, title="class")
+    axes.set_xticks([])
+    axes.set_yticks([])
+    axes.set_title(title)
+    _save(figure, path)
+
+
+def _colours(count):
+    """``count`` distinguishable colours: tab10, tab20, then evenly spaced hues."""
+    from matplotlib import colormaps
+
+    if count <= 10:
+        return list(colormaps["tab10"].colors[:count])
+    if count <= 20:
+        return list(colormaps["tab20"].colors[:count])
+    return [colormaps["hsv"](index / count) for index in range(count)]

@@ -15,7 +15,7 @@ def random_weight_sources(records):
     return sorted({f"{r.backbone} {r.layer}" for r in records if r.random_weights})
 
 
-def render_report(baseline, models, *, accuracy_chart, best_confusion):
+def render_report(baseline, models, *, accuracy_chart, best_confusion, sections=()):
     """The Markdown report.
 
     Parameters
@@ -25,6 +25,9 @@ def render_report(baseline, models, *, accuracy_chart, best_confusion):
     accuracy_chart : str, the bar chart's path relative to the report
     best_confusion : callable, ``best_confusion(model_name) -> str``: the
         relative path of a model's confusion-matrix PNG
+    sections : sequence of list of str
+        Further sections, in order, each its Markdown lines (e.g.
+        :func:`curves_section`).
 
     Returns
     -------
@@ -53,7 +56,52 @@ def render_report(baseline, models, *, accuracy_chart, best_confusion):
         f"![Confusion matrix of {best.model}]({best_confusion(best.model)})",
         "",
     ]
+    for section in sections:
+        lines += section
     return "\n".join(lines)
+
+
+def curves_section(summary, curves_png, embeddings):
+    """"How many labels?": the learning curves, a table of mean ± std per size, and the one sentence.
+
+    Parameters
+    ----------
+    summary : dict, ``reports/curves/curves.json`` (:func:`classifiers.curves.summarise_curves`,
+        plus ``random_weights``)
+    curves_png : str, the curve's path relative to the report
+    embeddings : list of (str, str), ``(features, relative path)`` of each t-SNE picture
+    """
+    lines = ["## How many labels?", ""]
+    if summary.get("random_weights"):
+        lines += [
+            f"> **WARNING: random weights.** The features of {', '.join(summary['random_weights'])} come from "
+            "randomly initialised weights: these curves show that the stage runs, not what pretrained features "
+            "are worth with few labels.",
+            "",
+        ]
+    lines += [
+        f"Test accuracy against labelled training images per class: {summary['repeats']} stratified draws per "
+        "size, the same draws for every model, each fit scored on the whole test split (mean ± standard "
+        "deviation over the draws).",
+        "",
+        f"![Learning curves]({curves_png})",
+        "",
+    ]
+    if summary.get("sentence"):
+        lines += [summary["sentence"], ""]
+    sizes = summary["per_class"]
+    lines += ["| model | " + " | ".join(f"{size} / class" for size in sizes) + " |",
+              "| --- | " + " | ".join("---:" for _ in sizes) + " |"]
+    for name, curve in summary["models"].items():
+        cells = [f"{size['mean']:.3f} ± {size['std']:.3f}" for size in curve["sizes"]]
+        lines.append(f"| {name}{' (pixels)' if curve['baseline'] else ''} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for note in summary.get("left_out", []):
+        lines += [f"{note['per_class']} images per class left out: {note['reason']}.", ""]
+    if embeddings:
+        lines += ["What the classes look like in each space (t-SNE of the test images, coloured by class):", ""]
+        lines += [f"![t-SNE of {features}]({path})" for features, path in embeddings] + [""]
+    return lines
 
 
 def _warnings(baseline, models):

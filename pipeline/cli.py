@@ -12,6 +12,7 @@ import click
 from features.errors import FeatpipeError
 from pipeline import __version__
 from pipeline.backbones import backbones
+from pipeline.curves import curves
 from pipeline.baseline import baseline
 from pipeline.extract import extract
 from pipeline.prepare import prepare
@@ -38,7 +39,7 @@ def configure_logging(verbose=0, quiet=False):
         logging.getLogger(name).setLevel(level)
 
 
-for command in (prepare, extract, baseline, train, report, backbones):
+for command in (prepare, extract, baseline, train, curves, report, backbones):
     cli.add_command(command)
 
 

@@ -176,6 +176,14 @@ SCHEMA = {
             "grids": Rule("a mapping of classifier to {param: [values]}", lambda v: isinstance(v, dict) and all(_is_grid(g) for g in v.values()), {}),
         },
     },
+    "curves": {
+        "per_class": list_of(lambda v: _is_int(v) and v >= 1, "integers >= 1", [5, 10, 20, 50, 100, 200]),
+        "repeats": integer(minimum=1, default=5),
+        "classifiers": Rule(
+            "a list of classifier names or null", lambda v: isinstance(v, list) and all(isinstance(i, str) for i in v), None,
+            nullable=True,
+        ),
+    },
 }
 
 

@@ -20,6 +20,15 @@ METRICS_DIR = REPORTS_DIR / "metrics"
 PLOTS_DIR = REPORTS_DIR / "plots"
 REPORT_FILE = REPORTS_DIR / "report.md"
 ACCURACY_CHART = PLOTS_DIR / "accuracy.png"
+CURVES_DIR = REPORTS_DIR / "curves"
+CURVES_JSON = CURVES_DIR / "curves.json"
+CURVES_CSV = CURVES_DIR / "curves.csv"
+CURVES_PNG = CURVES_DIR / "curves.png"
+
+
+def embedding_png(name):
+    """``reports/curves/embedding-<name>.png``: the t-SNE of a feature file's (or ``pixels``) test rows."""
+    return CURVES_DIR / f"embedding-{name}.png"
 
 
 def feature_file(backbone, layer):

@@ -10,6 +10,7 @@ import os
 import click
 
 from features.atomic import atomic_output
+from features.errors import FeatpipeError
 from pipeline import paths
 from pipeline.options import params_option
 from pipeline.stage import expected_records, stage_params
@@ -30,6 +31,25 @@ def read_records(params, metrics_paths=()):
         return baseline, [read_record(path, "train") for path in metrics_paths]
     others = [(name, stage) for name, stage in expected_records(params) if name != BASELINE]
     return baseline, [read_record(paths.metrics_file(name), stage) for name, stage in others]
+
+
+def learning_curves():
+    """The "How many labels?" section from ``reports/curves/curves.json``, or a line saying how to get it."""
+    import json
+
+    from classifiers.reporting import curves_section
+
+    try:
+        summary = json.loads(paths.CURVES_JSON.read_text())
+    except FileNotFoundError:
+        return ["## How many labels?", "", "Not measured yet: run `featpipe curves` (or `dvc repro`).", ""]
+    except (UnicodeDecodeError, ValueError):
+        raise FeatpipeError(f"{paths.CURVES_JSON} is not valid JSON; rerun `featpipe curves`") from None
+    if not isinstance(summary, dict) or not {"per_class", "repeats", "models"} <= set(summary):
+        raise FeatpipeError(f"{paths.CURVES_JSON} is not what `featpipe curves` writes; rerun it")
+    features = sorted({curve["features"] for curve in summary["models"].values()}, key=lambda name: name != "pixels")
+    embeddings = [(name, relative_to_report(paths.embedding_png(name))) for name in features if paths.embedding_png(name).exists()]
+    return curves_section(summary, relative_to_report(paths.CURVES_PNG), embeddings)
 
 
 @click.command()
@@ -58,6 +78,7 @@ def report(params_path, metrics_paths):
         baseline, models,
         accuracy_chart=relative_to_report(paths.ACCURACY_CHART),
         best_confusion=lambda name: relative_to_report(paths.confusion_files(name)[1]),
+        sections=[section for section in (learning_curves(),) if section],
     )
     with atomic_output(paths.REPORT_FILE) as aside:
         aside.write_text(text)

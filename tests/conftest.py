@@ -2,13 +2,16 @@
 
 import os
 import socket
+import types
 
 import numpy as np
 import pytest
+import yaml
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from features.image_store import ImageSplit, write_image_store  # noqa: E402
+from features.feature_store import FeatureWriter  # noqa: E402
+from features.image_store import ImageSplit, ImageStore, write_image_store  # noqa: E402
 
 CLASS_NAMES = ["circle", "square", "cross"]
 
@@ -66,3 +69,85 @@ def in_tmp_project(tmp_path, monkeypatch):
     """Run a test from an empty project folder, as DVC runs a stage from the root."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+# --- a project with an image store and a feature file, for the stages after extract ---
+
+N_FEATURES = 8
+FAST_PARAMS = {
+    "seed": 7,
+    "extract": {"backbones": [{"name": "vgg16", "layer": "fc2"}], "weights": "none"},
+    "baseline": {"n_estimators": 10, "n_jobs": 1},
+    "train": {
+        "classifiers": ["rf", "svm", "dense"],
+        "rf": {"n_estimators": 20, "n_jobs": 1},
+        "svm": {"C": 1.0},
+        "dense": {"hidden_units": [16], "epochs": 30, "batch_size": 16, "patience": 5},
+    },
+}
+
+
+def write_feature_file(path, images, *, weights="none", transform=None, complete=True, **attrs):
+    """A feature file for the image store at ``images``, as `featpipe extract` lays it out.
+
+    ``transform(split, features, labels)`` may alter the rows (NaN, one class...);
+    ``attrs`` override root attributes (another fingerprint, other class names).
+    """
+    with ImageStore(images) as store:
+        splits = {split: (store.labels(split), store.ids(split)) for split in ("train", "test")}
+        root = {
+            "backbone": "vgg16", "layer": "fc2", "feature_dim": N_FEATURES, "input_size": 224,
+            "preprocessing": "caffe", "weights": weights, "precision": "float32",
+            "image_store_fingerprint": store.fingerprint, "class_names": store.class_names,
+        }
+    root.update(attrs)
+    path.unlink(missing_ok=True)
+    writer = FeatureWriter(path, attrs=root, splits=splits)
+    for seed, (split, (labels, _)) in enumerate(splits.items()):
+        rows = separable_features(labels, seed, N_FEATURES)
+        if transform is not None:
+            rows = transform(split, rows, labels)
+        writer.append(split, rows)
+    if complete:
+        writer.finish()
+    else:
+        writer.close()
+    return path
+
+
+@pytest.fixture
+def project(in_tmp_project):
+    """A project folder: params.yaml, a 60 + 30 image store and a matching vgg16-fc2 feature file."""
+    tmp_path = in_tmp_project
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(FAST_PARAMS))
+    images = tmp_path / "data" / "prepared" / "images.h5"
+    write_image_store(images, make_splits(n_train=60, n_test=30, size=8), source="tiny", class_names=CLASS_NAMES, seed=0)
+    features = write_feature_file(tmp_path / "data" / "features" / "vgg16-fc2.h5", images)
+    return types.SimpleNamespace(root=tmp_path, images=images, features=features)
+
+
+def set_params(project, **sections):
+    params = yaml.safe_load((project.root / "params.yaml").read_text())
+    for section, values in sections.items():
+        params[section] = {**params.get(section, {}), **values}
+    (project.root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+# --- model records as the training stages write them, for report tests ---
+
+DATA = {"source": "fashion_mnist", "train_size": 2000, "test_size": 1000, "image_store_fingerprint": "abc"}
+
+
+def record(model, accuracy, **fields):
+    base = {
+        "model": model, "classifier": model.rsplit("-", 1)[-1], "input": "features", "features": "vgg16-fc2", "accuracy": accuracy, "balanced_accuracy": accuracy,
+        "macro_f1": accuracy - 0.01, "per_class": {"T-shirt/top": {}, "Trouser": {}}, "fit_seconds": 1.5,
+        "predict_seconds": 0.25, "n_train": 2000, "n_test": 1000, "n_features": 4096, "backbone": "vgg16",
+        "layer": "fc2", "weights": "imagenet", "random_weights": False, "data": dict(DATA),
+    }
+    return {**base, **fields}
+
+
+BASELINE = record(
+    "pixel_rf", 0.80, classifier="rf", input="pixels", features="pixels", backbone="pixels", layer=None, weights=None, n_features=784
+)

@@ -49,6 +49,7 @@ def _tiny_params(images):
     params["baseline"].update(n_estimators=10, n_jobs=1)
     params["train"]["rf"].update(n_estimators=10, n_jobs=1)
     params["train"]["dense"].update(epochs=3, hidden_units=[16])
+    params["curves"].update(per_class=[2, 4], repeats=2)
     return params
 
 
@@ -92,26 +93,34 @@ def test_dvc_repro_runs_the_whole_pipeline_then_nothing(tmp_path):
 
     first = _dvc(project, "repro")
     assert _stages_run(first) == sorted(
-        ["prepare", "extract@0", "baseline", "train@features0-rf", "train@features0-svm", "train@features0-dense", "report"]
+        ["prepare", "extract@0", "baseline", "train@features0-rf", "train@features0-svm", "train@features0-dense",
+         "curves", "report"]
     )
     report = (project / "reports" / "report.md").read_text()
     assert "random weights" in report[:400].lower()  # said at the top, before any number
+    assert "## How many labels?" in report and "![Learning curves](curves/curves.png)" in report
+    assert "| vgg16-fc2-svm | " in report and "embedding-vgg16-fc2.png" in report
     for model in ("pixel_rf", "vgg16-fc2-rf", "vgg16-fc2-svm", "vgg16-fc2-dense"):
         assert model in report
         assert (project / "reports" / "metrics" / f"{model}.json").exists()
     assert (project / "reports" / "plots" / "accuracy.png").stat().st_size > 0
     assert "accuracy" in _dvc(project, "metrics", "show")
+    _dvc(project, "plots", "show", "--json")  # the learning curve's custom template renders
 
     assert _stages_run(_dvc(project, "repro")) == []
 
     params["train"]["rf"]["n_estimators"] = 12
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert _stages_run(_dvc(project, "repro")) == ["report", "train@features0-rf"]
+    assert _stages_run(_dvc(project, "repro")) == ["curves", "report", "train@features0-rf"]
+
+    params["curves"]["repeats"] = 3
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert _stages_run(_dvc(project, "repro")) == ["curves", "report"]
 
     # The resize and rescale are code, not params: editing them reruns extract, and what follows
     # it when the features change (here the resize's description, stored in the feature file).
     with open(project / "features" / "preprocessing.py", "a") as module:
         module.write('\nRESIZE_DESCRIPTION += " (edited)"\n')
     assert _stages_run(_dvc(project, "repro")) == sorted(
-        ["extract@0", "train@features0-rf", "train@features0-svm", "train@features0-dense", "report"]
+        ["extract@0", "train@features0-rf", "train@features0-svm", "train@features0-dense", "curves", "report"]
     )

@@ -9,24 +9,7 @@ from click.testing import CliRunner
 from classifiers.records import ModelRecord
 from classifiers.reporting import rank, render_report
 from pipeline.cli import cli, run
-
-DATA = {"source": "fashion_mnist", "train_size": 2000, "test_size": 1000, "image_store_fingerprint": "abc"}
-
-
-def record(model, accuracy, **fields):
-    base = {
-        "model": model, "classifier": model.rsplit("-", 1)[-1], "input": "features", "features": "vgg16-fc2", "accuracy": accuracy, "balanced_accuracy": accuracy,
-        "macro_f1": accuracy - 0.01, "per_class": {"T-shirt/top": {}, "Trouser": {}}, "fit_seconds": 1.5,
-        "predict_seconds": 0.25, "n_train": 2000, "n_test": 1000, "n_features": 4096, "backbone": "vgg16",
-        "layer": "fc2", "weights": "imagenet", "random_weights": False, "data": dict(DATA),
-    }
-    return {**base, **fields}
-
-
-BASELINE = record(
-    "pixel_rf", 0.80, classifier="rf", input="pixels", features="pixels", backbone="pixels", layer=None, weights=None, n_features=784
-)
-
+from tests.conftest import BASELINE, DATA, record
 
 def as_record(fields):
     return ModelRecord.from_json(fields, "test record")

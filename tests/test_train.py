@@ -1,77 +1,14 @@
 """`featpipe train`: every classifier on a tiny feature file, and every refusal in one line."""
 
 import json
-import types
 
 import h5py
 import numpy as np
 import pytest
-import yaml
 from click.testing import CliRunner
 
-from features.feature_store import FeatureWriter
-from features.image_store import ImageStore, write_image_store
 from pipeline.cli import cli, run
-from tests.conftest import CLASS_NAMES, make_splits, separable_features
-
-N_FEATURES = 8
-FAST_PARAMS = {
-    "seed": 7,
-    "extract": {"backbones": [{"name": "vgg16", "layer": "fc2"}], "weights": "none"},
-    "baseline": {"n_estimators": 10, "n_jobs": 1},
-    "train": {
-        "classifiers": ["rf", "svm", "dense"],
-        "rf": {"n_estimators": 20, "n_jobs": 1},
-        "svm": {"C": 1.0},
-        "dense": {"hidden_units": [16], "epochs": 30, "batch_size": 16, "patience": 5},
-    },
-}
-
-
-def write_feature_file(path, images, *, weights="none", transform=None, complete=True, **attrs):
-    """A feature file for the image store at ``images``, as `featpipe extract` lays it out.
-
-    ``transform(split, features, labels)`` may alter the rows (NaN, one class...);
-    ``attrs`` override root attributes (another fingerprint, other class names).
-    """
-    with ImageStore(images) as store:
-        splits = {split: (store.labels(split), store.ids(split)) for split in ("train", "test")}
-        root = {
-            "backbone": "vgg16", "layer": "fc2", "feature_dim": N_FEATURES, "input_size": 224,
-            "preprocessing": "caffe", "weights": weights, "precision": "float32",
-            "image_store_fingerprint": store.fingerprint, "class_names": store.class_names,
-        }
-    root.update(attrs)
-    path.unlink(missing_ok=True)
-    writer = FeatureWriter(path, attrs=root, splits=splits)
-    for seed, (split, (labels, _)) in enumerate(splits.items()):
-        rows = separable_features(labels, seed, N_FEATURES)
-        if transform is not None:
-            rows = transform(split, rows, labels)
-        writer.append(split, rows)
-    if complete:
-        writer.finish()
-    else:
-        writer.close()
-    return path
-
-
-@pytest.fixture
-def project(in_tmp_project):
-    """A project folder: params.yaml, a 60 + 30 image store and a matching vgg16-fc2 feature file."""
-    tmp_path = in_tmp_project
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(FAST_PARAMS))
-    images = tmp_path / "data" / "prepared" / "images.h5"
-    write_image_store(images, make_splits(n_train=60, n_test=30, size=8), source="tiny", class_names=CLASS_NAMES, seed=0)
-    features = write_feature_file(tmp_path / "data" / "features" / "vgg16-fc2.h5", images)
-    return types.SimpleNamespace(root=tmp_path, images=images, features=features)
-
-
-def set_params(project, **sections):
-    params = yaml.safe_load((project.root / "params.yaml").read_text())
-    for section, values in sections.items():
-        params[section] = {**params.get(section, {}), **values}
-    (project.root / "params.yaml").write_text(yaml.safe_dump(params))
+from tests.conftest import CLASS_NAMES, FAST_PARAMS, set_params, write_feature_file
 
 
 def invoke(args):
