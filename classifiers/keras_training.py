@@ -267,6 +267,35 @@ def history_of(logs, clock, monitor, phase, seconds, settings, details):
     return TrainingHistory(epochs_run, best_epoch, round(seconds, 3), monitor, curve, [{**summary, **(details or {})}])
 
 
+def evaluate(model, history, train, test, class_names):
+    """Score an image model on the test split as :func:`classifiers.evaluation.fit_and_evaluate` scores the others.
+
+    Parameters
+    ----------
+    model : keras.Model, uint8 images in, probabilities out
+    history : TrainingHistory, the fit's (its seconds are the fit's)
+    train, test : tuple ``(images, labels)``
+    class_names : list of str
+
+    Returns
+    -------
+    predicted : ndarray of shape (n_test,)
+    metrics : dict, the model record's score fields, with ``training`` the history
+    """
+    from classifiers.evaluation import score
+
+    started = time.perf_counter()
+    predicted = predict_labels(model, test[0])
+    predict_seconds = time.perf_counter() - started
+    metrics = score(test[1], predicted, class_names)
+    metrics.update(
+        fit_seconds=round(history.fit_seconds, 3), predict_seconds=round(predict_seconds, 3),
+        n_train=int(len(train[1])), n_test=int(len(test[1])), n_features=int(np.prod(train[0].shape[1:])),
+        training=history.to_record(),
+    )
+    return predicted, metrics
+
+
 def predict_probabilities(model, images, batch_size=PREDICT_BATCH):
     """Class probabilities of ``images`` (uint8, as stored): ndarray of shape (n_samples, n_classes), float32."""
     return np.asarray(model.predict(np.asarray(images), batch_size=batch_size, verbose=0), dtype=np.float32)

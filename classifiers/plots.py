@@ -162,3 +162,34 @@ def _colours(count):
     if count <= 20:
         return list(colormaps["tab20"].colors[:count])
     return [colormaps["hsv"](index / count) for index in range(count)]
+
+
+def save_training_curves(path, name, curve):
+    """Loss and accuracy per epoch, training and validation, of a model trained by epochs (a CNN).
+
+    Parameters
+    ----------
+    name : str, the model's name, for the title
+    curve : dict of lists, one entry per epoch: ``epoch``, ``phase``, ``loss``, ``accuracy`` and,
+        with a validation split, ``val_loss`` and ``val_accuracy``
+        (:class:`classifiers.keras_training.TrainingHistory`'s ``curve``)
+    """
+    figure = Figure(figsize=(9.0, 3.6))
+    loss_axes, accuracy_axes = figure.subplots(1, 2)
+    epochs = np.asarray(curve["epoch"])
+    for axes, metric in ((loss_axes, "loss"), (accuracy_axes, "accuracy")):
+        axes.plot(epochs, curve[metric], color="tab:blue", marker="o", markersize=3, label="training")
+        if f"val_{metric}" in curve:
+            axes.plot(epochs, curve[f"val_{metric}"], color="tab:orange", marker="o", markersize=3, label="validation")
+        phases = np.asarray(curve["phase"])
+        for start in epochs[1:][phases[1:] != phases[:-1]]:  # where fine-tuning's second phase begins
+            axes.axvline(start - 0.5, color="0.5", linestyle=":", linewidth=1)
+            axes.text(start - 0.4, 0.98, "blocks unfrozen", transform=axes.get_xaxis_transform(), va="top", fontsize=8)
+        axes.set_xlabel("epoch")
+        axes.set_title(metric)
+        axes.grid(True, color="0.9", linewidth=0.8)
+        axes.set_axisbelow(True)
+    accuracy_axes.legend(frameon=False)
+    figure.suptitle(f"{name}: training curves")
+    figure.tight_layout()
+    _save(figure, path)

@@ -11,8 +11,17 @@ def rank(records):
 
 
 def random_weight_sources(records):
-    """``backbone layer`` of every feature set extracted with random weights, sorted."""
-    return sorted({f"{r.backbone} {r.layer}" for r in records if r.random_weights})
+    """What came from random weights: ``backbone layer`` of feature sets, ``backbone (fine-tuned)``, sorted."""
+    return sorted({source(r) for r in records if r.random_weights})
+
+
+def source(record):
+    """What a model learned from, for people: ``raw pixels``, ``vgg16 fc2``, ``vgg16 (fine-tuned)``, ``the images``."""
+    if record.input == "pixels":
+        return "raw pixels"
+    if record.input == "features":
+        return f"{record.backbone} {record.layer}"
+    return f"{record.backbone} (fine-tuned)" if record.backbone else "the images"
 
 
 def render_report(baseline, models, *, accuracy_chart, best_confusion, sections=()):
@@ -109,7 +118,7 @@ def _warnings(baseline, models):
     random = random_weight_sources(models)
     if random:
         lines += [
-            f"> **WARNING: random weights.** The features of {', '.join(random)} come from a network with "
+            f"> **WARNING: random weights.** {', '.join(random)}: from a network with "
             "randomly initialised weights (`extract.weights: none`), not pretrained ones. Their numbers show "
             "that the pipeline runs; they say nothing about what pretrained features are worth. "
             "Rerun with `extract.weights: imagenet` (or a weights file) for real results.",
@@ -129,7 +138,8 @@ def _warnings(baseline, models):
 def _data_section(baseline, models):
     data = baseline.data
     classes = list(baseline.per_class)
-    features = sorted({(m.backbone, m.layer, str(m.weights), m.n_features) for m in models})
+    features = sorted({(m.backbone, m.layer, str(m.weights), m.n_features) for m in models if m.input == "features"})
+    learned = [m for m in models if m.input == "images"]
     lines = [
         "## Data",
         "",
@@ -141,6 +151,9 @@ def _data_section(baseline, models):
         lines.append(f"- Features: {backbone} `{layer}` ({dim} dimensions), weights: {weights}")
     if not features:
         lines.append("- Features: none trained yet (only the pixel baseline)")
+    for model in learned:
+        weights = f", weights: {model.weights}" if model.backbone else ""
+        lines.append(f"- Learned from {source(model)}: {model.model}{weights}")
     lines.append(f"- Pixel baseline: {baseline.n_features} pixels per image, scaled to [0, 1]")
     return lines + [""]
 
@@ -160,8 +173,9 @@ def _results_table(ranked, baseline):
     ]
     for position, record in enumerate(ranked, 1):
         is_baseline = record is baseline
-        features = "raw pixels" if is_baseline else f"{record.backbone} `{record.layer}`"
-        weights = "—" if is_baseline else str(record.weights) + (" (random)" if record.random_weights else "")
+        features = f"{record.backbone} `{record.layer}`" if record.input == "features" else source(record)
+        has_weights = record.input == "features" or record.backbone
+        weights = str(record.weights) + (" (random)" if record.random_weights else "") if has_weights else "—"
         delta = "baseline" if is_baseline else _points(record.accuracy - baseline.accuracy)
         lines.append(
             f"| {position} | {record.model} | {features} | {weights} | {record.classifier} "
@@ -173,3 +187,44 @@ def _results_table(ranked, baseline):
 
 def _points(difference):
     return f"{100 * difference:+.1f}"
+
+
+def explanations_section(grids, random_weights):
+    """"Where the models look": the explanation grids of the best feature model and the pixel forest.
+
+    Parameters
+    ----------
+    grids : list of (str, str), ``(model name, relative path of its PNG)``
+    random_weights : bool, a backbone behind the maps has random weights
+    """
+    lines = ["## Where the models look", ""]
+    if not grids:
+        return lines + ["Not explained yet: run `featpipe explain` (or `dvc repro`).", ""]
+    if random_weights:
+        lines += ["> **WARNING: random weights.** These maps explain an untrained backbone.", ""]
+    lines += [
+        "The same test images for every model; each map explains the true class. Occlusion and LIME apply to "
+        "every model (red: evidence for the class); Grad-CAM, guided backprop and guided Grad-CAM only where "
+        "the model is differentiable from pixel to class (the dense head and the CNNs). Every model's maps, "
+        "as numbers, are in `explanations/<model>.h5`.",
+        "",
+    ]
+    for name, path in grids:
+        lines += [f"### {name}", "", f"![Explanations of {name}]({path})", ""]
+    return lines
+
+
+def training_section(pictures):
+    """"How the image models learned": each CNN's training curves (``pictures``: (model, relative path))."""
+    if not pictures:
+        return []
+    lines = [
+        "## How the image models learned",
+        "",
+        "Loss and accuracy per epoch on the training images and on the validation split held out of them; "
+        "early stopping kept the epoch with the lowest validation loss.",
+        "",
+    ]
+    for name, path in pictures:
+        lines += [f"![Training curves of {name}]({path})", ""]
+    return lines

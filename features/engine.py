@@ -297,27 +297,29 @@ def _to_device(images, device):
 
 
 def compiled_forward(keras, model):
-    """``images -> rows`` through ``model``, compiled once per input shape.
+    """``inputs -> outputs`` through ``model`` in inference mode, compiled once per input shape.
 
     On JAX: a ``jax.jit`` of ``model.stateless_call`` that returns without
-    waiting for the device (``predict_on_batch`` would wait, and donates the
-    weights' buffers to each call). Elsewhere: ``predict_on_batch``, whose
-    compiled function Keras caches (a ``tf.function`` on TensorFlow).
-    On JAX the weight values are taken now: set weights before the first
-    ``transform``, not after.
+    waiting for the device (``predict_on_batch`` would wait). The weight
+    values are read at each call: Keras' ``predict`` donates the weights'
+    buffers on JAX, so values captured once would die when anyone calls
+    ``predict`` on a model sharing them. Elsewhere: ``predict_on_batch``,
+    whose compiled function Keras caches (a ``tf.function`` on TensorFlow).
     """
     if keras.backend.backend() != "jax":
         return model.predict_on_batch
     import jax
 
-    trainable = [variable.value for variable in model.trainable_variables]
-    non_trainable = [variable.value for variable in model.non_trainable_variables]
-
     @jax.jit
-    def forward(trainable, non_trainable, images):
-        return model.stateless_call(trainable, non_trainable, images, training=False)[0]
+    def forward(trainable, non_trainable, inputs):
+        return model.stateless_call(trainable, non_trainable, inputs, training=False)[0]
 
-    return lambda images: forward(trainable, non_trainable, images)
+    def call(inputs):
+        trainable = [variable.value for variable in model.trainable_variables]
+        non_trainable = [variable.value for variable in model.non_trainable_variables]
+        return forward(trainable, non_trainable, inputs)
+
+    return call
 
 
 def resize_description():

@@ -17,7 +17,7 @@ from pipeline.inputs import load_pixels
 from pipeline.options import images_option, params_option
 from pipeline.stage import stage_params
 
-NAME = "pixel_rf"
+NAME = paths.BASELINE_MODEL
 
 
 def record_names(params):

@@ -12,11 +12,14 @@ import click
 from features.errors import FeatpipeError
 from pipeline import __version__
 from pipeline.backbones import backbones
-from pipeline.curves import curves
 from pipeline.baseline import baseline
+from pipeline.curves import curves
+from pipeline.explain import explain
 from pipeline.extract import extract
+from pipeline.finetune import finetune
 from pipeline.prepare import prepare
 from pipeline.report import report
+from pipeline.scratch import scratch
 from pipeline.train import train
 
 USAGE_ERROR = 2
@@ -39,7 +42,7 @@ def configure_logging(verbose=0, quiet=False):
         logging.getLogger(name).setLevel(level)
 
 
-for command in (prepare, extract, baseline, train, curves, report, backbones):
+for command in (prepare, extract, baseline, train, scratch, finetune, curves, explain, report, backbones):
     cli.add_command(command)
 
 

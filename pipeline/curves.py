@@ -19,25 +19,18 @@ import functools
 
 import click
 
-from features.errors import FeatpipeError
 from pipeline import paths
 from pipeline.inputs import checked_feature_file, load_pixels, store_description
 from pipeline.options import images_option, params_option, scheduler_option
-from pipeline.stage import stage_params
-
-BASELINE = "pixel_rf"
-
+from pipeline.stage import params_key, stage_params
 
 def classifier_names(params):
     """``curves.classifiers``, or ``train.classifiers`` when it is null; an unknown name names the key."""
     from classifiers import check_names
 
     names = params["curves"]["classifiers"] or params["train"]["classifiers"]
-    key = "curves.classifiers" if params["curves"]["classifiers"] else "train.classifiers"
-    try:
+    with params_key("curves.classifiers" if params["curves"]["classifiers"] else "train.classifiers"):
         return check_names(list(dict.fromkeys(names)))
-    except FeatpipeError as error:
-        raise FeatpipeError(f"params: {key}: {error}") from None
 
 
 def curve_models(params, feature_paths, names, pixels, store):
@@ -46,7 +39,7 @@ def curve_models(params, feature_paths, names, pixels, store):
     from classifiers.curves import CurveModel
     from features.feature_store import load_features
 
-    models = [CurveModel(BASELINE, "pixels", "rf", functools.partial(build, "rf", **params["baseline"]),
+    models = [CurveModel(paths.BASELINE_MODEL, "pixels", "rf", functools.partial(build, "rf", **params["baseline"]),
                          pixels["train"][0], pixels["test"][0], baseline=True)]
     weights = {}
     for path in feature_paths:

@@ -26,6 +26,20 @@ CURVES_CSV = CURVES_DIR / "curves.csv"
 CURVES_PNG = CURVES_DIR / "curves.png"
 
 
+TRAINING_PLOTS_DIR = PLOTS_DIR / "training"
+EXPLANATIONS_DIR = REPORTS_DIR / "explanations"
+
+
+def explanation_files(name):
+    """``reports/explanations/<name>.h5`` (the maps, for analysts) and ``.png`` (for eyes)."""
+    return EXPLANATIONS_DIR / f"{name}.h5", EXPLANATIONS_DIR / f"{name}.png"
+
+
+def training_png(name):
+    """``reports/plots/training/<name>.png``: a CNN's loss and accuracy per epoch (``report`` draws it)."""
+    return TRAINING_PLOTS_DIR / f"{name}.png"
+
+
 def embedding_png(name):
     """``reports/curves/embedding-<name>.png``: the t-SNE of a feature file's (or ``pixels``) test rows."""
     return CURVES_DIR / f"embedding-{name}.png"
@@ -47,7 +61,8 @@ def feature_files(backbones):
 
 
 # One trained model's files go by its name: ``<features>-<classifier>`` (``vgg16-fc2-rf``),
-# or ``pixel_rf`` for the baseline.
+# ``pixel_rf`` for the baseline, ``scratch-cnn``, ``<backbone>-finetune``.
+BASELINE_MODEL = "pixel_rf"
 
 
 def model_name(feature_path, classifier):

@@ -24,12 +24,11 @@ def relative_to_report(path):
 def read_records(params, metrics_paths=()):
     """The pixel baseline's record and the other models' (those named in ``metrics_paths``, else every expected one)."""
     from classifiers.records import read_record
-    from pipeline.baseline import NAME as BASELINE
 
-    baseline = read_record(paths.metrics_file(BASELINE), "baseline")
+    baseline = read_record(paths.metrics_file(paths.BASELINE_MODEL), "baseline")
     if metrics_paths:
         return baseline, [read_record(path, "train") for path in metrics_paths]
-    others = [(name, stage) for name, stage in expected_records(params) if name != BASELINE]
+    others = [(name, stage) for name, stage in expected_records(params) if name != paths.BASELINE_MODEL]
     return baseline, [read_record(paths.metrics_file(name), stage) for name, stage in others]
 
 
@@ -50,6 +49,31 @@ def learning_curves():
     features = sorted({curve["features"] for curve in summary["models"].values()}, key=lambda name: name != "pixels")
     embeddings = [(name, relative_to_report(paths.embedding_png(name))) for name in features if paths.embedding_png(name).exists()]
     return curves_section(summary, relative_to_report(paths.CURVES_PNG), embeddings)
+
+
+def training_curves(models):
+    """Draw the training curves of every model trained by epochs (the CNNs); their section of the report."""
+    from classifiers.plots import save_training_curves
+    from classifiers.reporting import training_section
+
+    pictures = []
+    for record in models:
+        curve = (record.training or {}).get("curve")
+        if curve:
+            save_training_curves(paths.training_png(record.model), record.model, curve)
+            pictures.append((record.model, relative_to_report(paths.training_png(record.model))))
+    return training_section(pictures)
+
+
+def where_the_models_look(baseline, models):
+    """The explanation grids of the best feature model and of the pixel forest, those that exist."""
+    from classifiers.reporting import explanations_section, rank
+
+    features = [record for record in models if record.input == "features"]
+    shown = ([rank(features)[0]] if features else []) + [baseline]
+    grids = [(record.model, paths.explanation_files(record.model)[1]) for record in shown]
+    grids = [(name, relative_to_report(path)) for name, path in grids if path.exists()]
+    return explanations_section(grids, any(record.random_weights for record in shown))
 
 
 @click.command()
@@ -78,7 +102,7 @@ def report(params_path, metrics_paths):
         baseline, models,
         accuracy_chart=relative_to_report(paths.ACCURACY_CHART),
         best_confusion=lambda name: relative_to_report(paths.confusion_files(name)[1]),
-        sections=[section for section in (learning_curves(),) if section],
+        sections=[training_curves(models), learning_curves(), where_the_models_look(baseline, models)],
     )
     with atomic_output(paths.REPORT_FILE) as aside:
         aside.write_text(text)

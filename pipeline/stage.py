@@ -13,17 +13,21 @@ Stages that train models say here which records they write
 than list model names of their own.
 """
 
+import contextlib
 import importlib
 import logging
 from pathlib import Path
 
+import click
+
+from features.errors import FeatpipeError
 from pipeline import paths
 from pipeline.params import SCHEMA, defaults, load_params, override
 
 log = logging.getLogger(__name__)
 
 # Each module pipeline/<stage>.py here has ``record_names(params)``: the models it trains, in order.
-RECORD_STAGES = ("baseline", "train")
+RECORD_STAGES = ("baseline", "train", "scratch", "finetune")
 
 
 def stage_params(params_path=None, *, seed=None, section=None, **options):
@@ -64,3 +68,19 @@ def expected_records(params):
         for stage in RECORD_STAGES
         for name in importlib.import_module(f"pipeline.{stage}").record_names(params)
     ]
+
+
+@contextlib.contextmanager
+def params_key(key):
+    """A :class:`FeatpipeError` raised in the block (by a library check) names the params key it is about."""
+    try:
+        yield
+    except FeatpipeError as error:
+        raise FeatpipeError(f"params: {key}: {error}") from None
+
+
+def keras_verbosity():
+    """Keras ``fit``'s ``verbose``: one line per epoch (loss, accuracy, seconds), none under ``featpipe -q``."""
+    context = click.get_current_context(silent=True)
+    quiet = context is not None and context.find_root().params.get("quiet")
+    return 0 if quiet else 2

@@ -44,6 +44,8 @@ def test_the_report_gains_the_section(project):
     (metrics / "pixel_rf.json").write_text(json.dumps(BASELINE))
     for name in ("rf", "svm", "dense"):
         (metrics / f"vgg16-fc2-{name}.json").write_text(json.dumps(record(f"vgg16-fc2-{name}", 0.8)))
+    scratch = record("scratch-cnn", 0.8, input="images", features="images", backbone=None, layer=None, weights=None)
+    (metrics / "scratch-cnn.json").write_text(json.dumps(scratch))
     assert CliRunner().invoke(cli, ["report"], catch_exceptions=False).exit_code == 0
     text = (project.root / "reports" / "report.md").read_text()
     section = text[text.index("## How many labels?"):]

@@ -59,12 +59,7 @@ def imported_modules(path):
 
 
 def closure(path, others=()):
-    """``path`` and every featpipe module it can run, transitively.
-
-    ``others`` are modules not to look into: other stages' (a stage that
-    imports one for a name, the baseline's model name say, doesn't run that
-    stage's command) and those that cannot change outputs.
-    """
+    """``path`` and every featpipe module it can run, transitively; ``others`` are not looked into."""
     seen, followed, todo = set(), set(others), [path]
     while todo:
         current = todo.pop()
@@ -93,9 +88,8 @@ def covered(module, deps):
 
 @pytest.mark.parametrize("name, module, deps", list(stages()), ids=[stage[0] for stage in stages()])
 def test_every_module_a_stage_can_run_is_among_its_deps(name, module, deps):
-    others = {other for _, other, _ in stages()} - {module}
     needed = {
-        path for path in closure(module, others | set(CANNOT_CHANGE_OUTPUTS))
+        path for path in closure(module, set(CANNOT_CHANGE_OUTPUTS))
         if path.startswith(("features/", "classifiers/"))
     } | {module}
     missing = sorted(path for path in needed if not covered(path, deps))
@@ -105,10 +99,18 @@ def test_every_module_a_stage_can_run_is_among_its_deps(name, module, deps):
 @pytest.mark.parametrize("name, module, deps", list(stages()), ids=[stage[0] for stage in stages()])
 def test_no_stage_lists_code_it_cannot_run(name, module, deps):
     # A stale dep reruns the stage for nothing; exact lists stay easy to read.
-    others = {other for _, other, _ in stages()} - {module}
-    runs = closure(module, others | set(CANNOT_CHANGE_OUTPUTS))
+    runs = closure(module, set(CANNOT_CHANGE_OUTPUTS))
     extra = sorted(dep for dep in deps if dep.endswith(".py") and dep not in runs)
     assert not extra, f"dvc.yaml stage {name!r} lists code it cannot run: {', '.join(extra)}"
+
+
+def test_no_stage_module_imports_another():
+    # What stages share lives in pipeline/ modules of its own (inputs, image_models, stage, paths),
+    # so the import walk of a stage never runs through another stage's command.
+    modules = {module for _, module, _ in stages()}
+    for _, module, _ in stages():
+        imported, _ = imported_modules(module)
+        assert not imported & (modules - {module}), f"{module} imports {sorted(imported & modules)}"
 
 
 def test_the_import_walk_sees_imports_inside_functions():

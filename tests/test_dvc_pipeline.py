@@ -50,6 +50,9 @@ def _tiny_params(images):
     params["train"]["rf"].update(n_estimators=10, n_jobs=1)
     params["train"]["dense"].update(epochs=3, hidden_units=[16])
     params["curves"].update(per_class=[2, 4], repeats=2)
+    params["explain"].update(per_class=1, occlusion={"patch": 16, "stride": 16}, lime={"samples": 10, "segments": 4})
+    params["scratch"].update(filters=[4], dense_units=8, epochs=2)
+    params["finetune"].update(input_size=32, epochs=1, batch_size=9)
     return params
 
 
@@ -94,13 +97,14 @@ def test_dvc_repro_runs_the_whole_pipeline_then_nothing(tmp_path):
     first = _dvc(project, "repro")
     assert _stages_run(first) == sorted(
         ["prepare", "extract@0", "baseline", "train@features0-rf", "train@features0-svm", "train@features0-dense",
-         "curves", "report"]
+         "scratch", "curves", "explain", "report"]
     )
     report = (project / "reports" / "report.md").read_text()
     assert "random weights" in report[:400].lower()  # said at the top, before any number
     assert "## How many labels?" in report and "![Learning curves](curves/curves.png)" in report
     assert "| vgg16-fc2-svm | " in report and "embedding-vgg16-fc2.png" in report
-    for model in ("pixel_rf", "vgg16-fc2-rf", "vgg16-fc2-svm", "vgg16-fc2-dense"):
+    assert "## Where the models look" in report and "![Explanations of pixel_rf](explanations/pixel_rf.png)" in report
+    for model in ("pixel_rf", "vgg16-fc2-rf", "vgg16-fc2-svm", "vgg16-fc2-dense", "scratch-cnn"):
         assert model in report
         assert (project / "reports" / "metrics" / f"{model}.json").exists()
     assert (project / "reports" / "plots" / "accuracy.png").stat().st_size > 0
@@ -111,7 +115,7 @@ def test_dvc_repro_runs_the_whole_pipeline_then_nothing(tmp_path):
 
     params["train"]["rf"]["n_estimators"] = 12
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert _stages_run(_dvc(project, "repro")) == ["curves", "report", "train@features0-rf"]
+    assert _stages_run(_dvc(project, "repro")) == ["curves", "explain", "report", "train@features0-rf"]
 
     params["curves"]["repeats"] = 3
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -122,5 +126,12 @@ def test_dvc_repro_runs_the_whole_pipeline_then_nothing(tmp_path):
     with open(project / "features" / "preprocessing.py", "a") as module:
         module.write('\nRESIZE_DESCRIPTION += " (edited)"\n')
     assert _stages_run(_dvc(project, "repro")) == sorted(
-        ["extract@0", "train@features0-rf", "train@features0-svm", "train@features0-dense", "curves", "report"]
+        ["extract@0", "train@features0-rf", "train@features0-svm", "train@features0-dense", "scratch", "curves",
+         "explain", "report"]
     )
+
+    # Fine-tuning is one experiment away; it adds its stage, its explanations and its row.
+    ran = _stages_run(_dvc(project, "exp", "run", "-S", "finetune.backbones=[vgg16]"))
+    assert ran == ["explain", "finetune@vgg16", "report"]
+    assert "vgg16-finetune" in (project / "reports" / "report.md").read_text()
+    assert _stages_run(_dvc(project, "repro")) == []

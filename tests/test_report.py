@@ -42,7 +42,7 @@ def test_report_ranks_every_model_with_points_against_the_baseline():
 def test_random_weights_are_announced_at_the_top():
     text = render([record("vgg16-fc2-rf", 0.6, weights="none", random_weights=True), record("vgg16-fc2-svm", 0.7)])
     first_paragraph = text.split("\n\n")[1]
-    assert first_paragraph.startswith("> **WARNING: random weights.** The features of vgg16 fc2 come from")
+    assert first_paragraph.startswith("> **WARNING: random weights.** vgg16 fc2: from a network with")
     assert "| none (random) |" in text
 
 
@@ -70,6 +70,11 @@ def reported_project(in_tmp_project):
     (metrics / "vgg16-fc2-dense.json").write_text(json.dumps(record("vgg16-fc2-dense", 0.86, weights="none", random_weights=True)))
     # Left over from an earlier configuration: params no longer ask for it.
     (metrics / "resnet50-avg_pool-rf.json").write_text(json.dumps(record("resnet50-avg_pool-rf", 0.99)))
+    curve = {"epoch": [1, 2, 3], "phase": [1, 1, 1], "loss": [2.0, 1.0, 0.8], "accuracy": [0.3, 0.6, 0.7],
+             "val_loss": [1.9, 1.1, 1.0], "val_accuracy": [0.3, 0.55, 0.6]}
+    scratch = record("scratch-cnn", 0.84, classifier="cnn", input="images", features="images", backbone=None,
+                     layer=None, weights=None, training={"epochs_run": 3, "best_epoch": 3, "curve": curve})
+    (metrics / "scratch-cnn.json").write_text(json.dumps(scratch))
     return in_tmp_project
 
 
@@ -79,10 +84,13 @@ def test_report_command_writes_markdown_and_accuracy_chart(reported_project):
     assert "features from random weights (vgg16 fc2)" in result.output
     text = (reported_project / "reports/report.md").read_text()
     assert text.startswith("# featpipe report\n\n> **WARNING: random weights.**")
-    assert [row.split(" | ")[1] for row in table_rows(text)] == ["vgg16-fc2-dense", "vgg16-fc2-rf", "pixel_rf"]
+    assert [row.split(" | ")[1] for row in table_rows(text)] == ["vgg16-fc2-dense", "scratch-cnn", "vgg16-fc2-rf", "pixel_rf"]
+    assert "| scratch-cnn | the images | — | cnn | 0.8400 |" in text
     assert "resnet50" not in text
     assert "(plots/vgg16-fc2-dense-confusion.png)" in text
     assert (reported_project / "reports/plots/accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    assert "## How the image models learned" in text and "(plots/training/scratch-cnn.png)" in text
+    assert (reported_project / "reports/plots/training/scratch-cnn.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_report_names_the_missing_metrics_file_and_the_stage_to_run(reported_project, capsys):

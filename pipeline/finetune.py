@@ -1,0 +1,70 @@
+"""The `finetune` stage: a pretrained backbone fine-tuned on the stored images, beside its frozen features.
+
+One model per entry of ``finetune.backbones`` (``featpipe finetune --backbone
+vgg16``; DVC makes a stage per entry, none by default, since on a CPU it is
+slow): the backbone without its top and a new head, the head trained first
+with the backbone frozen, then the last ``finetune.unfreeze`` blocks too at a
+lower rate (:mod:`classifiers.finetune`). Images are resized and
+preprocessed exactly as ``extract`` does (the same layer), with the weights
+``extract.weights`` names, never swapped for others. Writes what ``scratch``
+writes, under ``<backbone>-finetune``.
+"""
+
+import click
+
+from features.errors import FeatpipeError
+from pipeline.options import images_option, params_option
+from pipeline.image_models import load_images, write_image_model
+from pipeline.stage import keras_verbosity, params_key, stage_params
+
+
+def model_name(backbone):
+    """``vgg16-finetune``: the name a fine-tuned backbone's files go by."""
+    return f"{backbone}-finetune"
+
+
+def record_names(params):
+    """The models this stage trains: one per ``finetune.backbones`` entry."""
+    return [model_name(backbone) for backbone in params["finetune"]["backbones"]]
+
+
+def fit_settings(settings):
+    """``finetune`` params as :func:`classifiers.finetune.fit_finetune` takes them."""
+    options = {key: value for key, value in settings.items() if key != "backbones"}
+    side = options.pop("input_size")
+    return {**options, "input_size": None if side is None else (side, side)}
+
+
+@click.command()
+@params_option
+@images_option
+@click.option("--backbone", required=True, help="A registry backbone (see `featpipe backbones`), e.g. vgg16.")
+def finetune(params_path, images, backbone):
+    """Fine-tune a pretrained backbone on the stored images: the head first, then its last blocks."""
+    from classifiers.finetune import finetune_backbone, fit_finetune
+    from classifiers.keras_training import check_augment, evaluate
+    from features.weights import RANDOM_WEIGHTS_WARNING
+
+    params = stage_params(params_path)
+    settings = params["finetune"]
+    with params_key("finetune.unfreeze"):
+        finetune_backbone(backbone, settings["unfreeze"])
+    with params_key("finetune.augment"):
+        check_augment(settings["augment"])
+    weights = params["extract"]["weights"]
+    if str(weights) == "none":
+        click.echo(RANDOM_WEIGHTS_WARNING, err=True)
+    train, test, class_names, data = load_images(images)
+    click.echo(f"finetune: {backbone} ({weights} weights) on {len(train[1])} images", err=True)
+    try:
+        finetuned, history = fit_finetune(
+            *train, len(class_names), backbone, weights=weights, seed=params["seed"], verbose=keras_verbosity(),
+            **fit_settings(settings),
+        )
+    except FeatpipeError as error:
+        raise FeatpipeError(f"finetune {backbone}: {error}") from None
+    predicted, metrics = evaluate(finetuned.model, history, train, test, class_names)
+    click.echo(write_image_model(
+        model_name(backbone), "finetune", finetuned.model, metrics, predicted, test[1], class_names, settings,
+        params["seed"], data, backbone=backbone, weights=finetuned.weights, random_weights=finetuned.random_weights,
+    ))

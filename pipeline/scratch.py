@@ -1,0 +1,44 @@
+"""The `scratch` stage: a small CNN trained from scratch on the stored images, beside the frozen features.
+
+The course's tricks of the trade, each a ``scratch`` setting: input
+normalisation, batch norm, dropout, augmentation as Keras layers inside the
+model, Adam with a learning-rate schedule, early stopping on a stratified
+validation split (:mod:`classifiers.cnn`). Writes what ``train`` writes
+(:mod:`classifiers.records`)::
+
+    data/models/scratch-cnn/model.keras, model.json   (the model takes the uint8 images as stored)
+    reports/metrics/scratch-cnn.json                   (plus epochs run, best epoch, the training curve)
+    reports/plots/scratch-cnn-confusion.csv, .png
+"""
+
+import click
+
+from pipeline.image_models import load_images, write_image_model
+from pipeline.options import images_option, params_option
+from pipeline.stage import keras_verbosity, params_key, stage_params
+
+NAME = "scratch-cnn"
+
+
+def record_names(params):
+    """The model this stage trains."""
+    return [NAME]
+
+
+@click.command()
+@params_option
+@images_option
+def scratch(params_path, images):
+    """Train a small CNN from scratch on the stored images (the course's tricks of the trade)."""
+    from classifiers.cnn import fit_scratch_cnn
+    from classifiers.keras_training import check_augment, evaluate
+
+    params = stage_params(params_path)
+    settings = params["scratch"]
+    with params_key("scratch.augment"):
+        check_augment(settings["augment"])
+    train, test, class_names, data = load_images(images)
+    click.echo(f"scratch: a CNN on {len(train[1])} images of {'x'.join(map(str, train[0].shape[1:]))}", err=True)
+    model, history = fit_scratch_cnn(*train, len(class_names), **settings, seed=params["seed"], verbose=keras_verbosity())
+    predicted, metrics = evaluate(model, history, train, test, class_names)
+    click.echo(write_image_model(NAME, "cnn", model, metrics, predicted, test[1], class_names, settings, params["seed"], data))

@@ -1,0 +1,140 @@
+"""`featpipe explain`: every trained model's maps on the same test images, and its refusals.
+
+A whole small project: a tiny CNN saved as a model file is the backbone, so
+extract, train and explain run as a user runs them, in seconds.
+"""
+
+import json
+import types
+
+import h5py
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from features.image_store import write_image_store
+from pipeline.cli import cli, run
+from tests.conftest import CLASS_NAMES, make_splits
+
+FAST = {
+    "seed": 3,
+    "baseline": {"n_estimators": 10, "n_jobs": 1},
+    "train": {
+        "classifiers": ["rf", "svm", "dense"],
+        "rf": {"n_estimators": 10, "n_jobs": 1},
+        "dense": {"hidden_units": [8], "epochs": 3},
+    },
+    "scratch": {"filters": [4], "dense_units": 8, "epochs": 2, "augment": []},
+    "explain": {"per_class": 1, "occlusion": {"patch": 4, "stride": 4}, "lime": {"samples": 12, "segments": 4}},
+}
+
+
+def invoke(*args):
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A project with an image store, a feature file from a tiny CNN, and every model trained."""
+    from features.backend import load_keras
+
+    keras = load_keras()
+    root = tmp_path_factory.mktemp("project")
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 1))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    keras.Model(inputs, keras.layers.Dense(16, activation="relu", name="feat")(x)).save(root / "tiny.keras")
+    params = {**FAST, "extract": {"backbones": [{"name": str(root / "tiny.keras"), "layer": "feat"}], "batch_size": 8}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    write_image_store(root / "data/prepared/images.h5", make_splits(n_train=24, n_test=12), source="tiny",
+                      class_names=CLASS_NAMES, seed=0)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        for stage in ("extract", "baseline", "train", "scratch"):
+            invoke(stage)
+    return types.SimpleNamespace(root=root)
+
+
+@pytest.fixture
+def project(trained, monkeypatch):
+    monkeypatch.chdir(trained.root)
+    yield trained
+    for path in (trained.root / "reports/explanations").glob("*"):
+        path.unlink()
+
+
+def test_every_model_gets_its_maps_on_the_same_images(project):
+    result = invoke("explain")
+    folder = project.root / "reports/explanations"
+    expected = {
+        "pixel_rf": ["occlusion", "lime"],
+        "tiny-feat-rf": ["occlusion", "lime"],
+        "tiny-feat-svm": ["occlusion", "lime"],
+        "tiny-feat-dense": ["occlusion", "lime", "grad_cam", "guided_backprop", "guided_grad_cam"],
+        "scratch-cnn": ["occlusion", "lime", "grad_cam", "guided_backprop", "guided_grad_cam"],
+    }
+    ids = None
+    for name, methods in expected.items():
+        assert f"{name}: occlusion" in result.output
+        assert (folder / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+        with h5py.File(folder / f"{name}.h5", "r") as file:  # an analyst with h5py alone
+            assert list(file["maps"]) == sorted(methods)
+            assert file["maps/occlusion"].shape == (3, 16, 16) and file["maps/occlusion"].dtype == "float32"
+            assert file["labels"][:].tolist() == [0, 1, 2]
+            ids = ids or file["ids"].asstr()[:].tolist()
+            assert file["ids"].asstr()[:].tolist() == ids  # the same images for every model
+            scores = "decision_values" if name.endswith("svm") else "probabilities"
+            assert file[scores].shape == (3, 3) and file.attrs["model"] == name
+            assert file.attrs["features"] == {"pixel_rf": "pixels", "scratch-cnn": "images"}.get(name, "tiny-feat")
+
+
+def test_the_report_shows_the_best_feature_model_and_the_pixel_forest(project):
+    invoke("explain")
+    invoke("report")
+    text = (project.root / "reports/report.md").read_text()
+    section = text[text.index("## Where the models look"):]
+    assert "![Explanations of pixel_rf](explanations/pixel_rf.png)" in section
+    assert section.count("![Explanations of tiny-feat-") == 1
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"explain": {**FAST["explain"], "methods": ["occlusion", "saliency"]}},
+         "params: explain.methods: unknown explanation method 'saliency'; expected one of: occlusion, lime"),
+        ({"explain": {**FAST["explain"], "occlusion": {"patch": 20, "stride": 4}}},
+         "params: explain.occlusion.patch: 20 is larger than the 16x16 images"),
+        ({"train": {**FAST["train"], "classifiers": ["rf", "knn"]}},
+         "metrics file not found: reports/metrics/tiny-feat-knn.json (run `featpipe train` first)"),
+    ],
+)
+def test_bad_settings_are_one_line_and_nothing_is_written(project, capsys, change, expected):
+    params = yaml.safe_load((project.root / "params.yaml").read_text())
+    try:
+        (project.root / "params.yaml").write_text(yaml.safe_dump({**params, **change}))
+        assert_refused(project, capsys, expected)
+    finally:
+        (project.root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def assert_refused(project, capsys, expected):
+    with pytest.raises(SystemExit) as exited:
+        run(cli, ["explain"], prog_name="featpipe")
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.count("\n") == 1 and expected in err, err
+    assert not list((project.root / "reports/explanations").glob("*"))
+
+
+def test_a_missing_model_folder_or_one_from_another_store_is_refused(project, capsys):
+    card = project.root / "data/models/tiny-feat-svm/model.json"
+    original = card.read_text()
+    try:
+        card.write_text(json.dumps({**json.loads(original), "data": {"image_store_fingerprint": "another"}}))
+        assert_refused(project, capsys, "data/models/tiny-feat-svm was trained on another image store")
+        card.unlink()
+        assert_refused(project, capsys, "model folder data/models/tiny-feat-svm is missing or incomplete (run `featpipe train`)")
+    finally:
+        card.write_text(original)
