@@ -200,19 +200,29 @@ def relu_like_rows(rows, dim, seed=0):
     return np.maximum(values, 0)
 
 
-def time_join(out, dim, rows=4096, shard_size=1024):
-    """Milliseconds per 1000 rows for the client to load parts and append them to the feature file."""
-    from features.atomic import write_bytes_atomically
-    from features.distributed import PartFolder, ShardJoin, _npy_bytes, parts_folder, plan_shards
+def _join_writer(out, dim, rows):
     from features.feature_store import FeatureWriter
 
     attrs = {"backbone": "bench", "layer": "x", "feature_dim": dim, "class_names": ["a"], "splits": ["train", "test"]}
     splits = {"train": (np.zeros(rows, np.int64), [f"r{i}" for i in range(rows)]), "test": (np.zeros(0, np.int64), [])}
-    parts = PartFolder(parts_folder(out), attrs)
-    shards = plan_shards({"train": rows, "test": 0}, shard_size)
-    for shard in shards:
-        write_bytes_atomically(parts.part(shard), _npy_bytes(relu_like_rows(shard.stop - shard.start, dim, shard.start)))
-    with FeatureWriter(out, attrs=attrs, splits=splits, overwrite=True) as writer:
+    return attrs, FeatureWriter(out, attrs=attrs, splits=splits, overwrite=True)
+
+
+def time_join(out, dim, rows=4096, shard_size=1024):
+    """Milliseconds per 1000 rows for the client to write parts (compressed by the workers) into the feature file."""
+    from features.atomic import write_bytes_atomically
+    from features.chunkio import CodecPool
+    from features.distributed import PartFolder, ShardJoin, part_bytes, parts_folder, plan_shards
+
+    attrs, writer = _join_writer(out, dim, rows)
+    with writer:
+        layout = writer.layout("train")
+        parts = PartFolder(parts_folder(out), attrs, {"train": layout})
+        shards = plan_shards({"train": rows, "test": 0}, {"train": shard_size, "test": shard_size})
+        with CodecPool() as pool:
+            for shard in shards:
+                rows_ = relu_like_rows(shard.stop - shard.start, dim, shard.start)
+                write_bytes_atomically(parts.part(shard), part_bytes(rows_, layout, pool))
         join = ShardJoin(writer, shards, parts)
         started = time.perf_counter()
         for shard in shards:
@@ -224,22 +234,29 @@ def time_join(out, dim, rows=4096, shard_size=1024):
 
 
 def time_part_write(workdir, dim, rows=1024):
+    """Milliseconds per 1000 rows for a worker to compress a shard into chunks and write its part."""
     from features.atomic import write_bytes_atomically
-    from features.distributed import _npy_bytes
+    from features.chunkio import CodecPool
+    from features.distributed import part_bytes
 
+    _, writer = _join_writer(workdir / f"layout-{dim}.h5", dim, rows)
+    with writer:
+        layout = writer.layout("train")
     values = relu_like_rows(rows, dim)
     started = time.perf_counter()
-    write_bytes_atomically(workdir / f"part-{dim}.npy", _npy_bytes(values))
+    with CodecPool() as pool:
+        write_bytes_atomically(workdir / f"part-{dim}.chunks.npz", part_bytes(values, layout, pool))
     return 1000 * (time.perf_counter() - started) / rows * 1000
 
 
 def time_store_read(store, batch_size=32):
-    from features.engine import iter_image_batches
+    from features.chunkio import CodecPool
     from features.image_store import ImageStore
+    from features.streaming import iter_image_batches
 
-    with ImageStore(store) as images:
+    with ImageStore(store) as images, CodecPool() as pool:
         started = time.perf_counter()
-        count = sum(len(batch) for _, batch in iter_image_batches(images, "train", 0, None, batch_size))
+        count = sum(len(batch) for _, batch in iter_image_batches(images, "train", 0, None, batch_size, pool=pool))
         return count / (time.perf_counter() - started)
 
 
@@ -275,9 +292,9 @@ def format_report(args, runs, limits, equal):
     lines += [
         "",
         f"features equal to (1) in both Dask runs: {'yes' if equal else 'NO'}",
-        "join on the client (load part + append to the gzip HDF5 file), per 1000 rows: "
+        "join on the client (write the parts' compressed chunks into the HDF5 file), per 1000 rows: "
         + ", ".join(f"{ms:.0f} ms at {dim} floats" for dim, ms in join.items()),
-        "part write on a worker (.npy, fsync, rename), per 1000 rows: " + ", ".join(f"{ms:.0f} ms at {dim} floats" for dim, ms in write.items()),
+        "part write on a worker (compress into chunks, fsync, rename), per 1000 rows: " + ", ".join(f"{ms:.0f} ms at {dim} floats" for dim, ms in write.items()),
         f"image store read ({args.image_size}x{args.image_size}x3, gzip chunks): {limits['store_read_images_per_second']:.0f} images/s",
         "",
         TARGET,

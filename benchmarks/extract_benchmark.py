@@ -29,11 +29,15 @@ Usage::
 
     python benchmarks/extract_benchmark.py                       # VGG16 fc2, 500 and 2000 images
     python benchmarks/extract_benchmark.py --sizes 200 800 --batch-size 32
-    KERAS_BACKEND=jax python benchmarks/extract_benchmark.py --sizes 2000 8000 --batch-size 256 \
-        --precision mixed_float16 --compare-batches 8 --breakdown
+    # a GPU box, a Fashion-MNIST-like store (28x28x1), then a folder of photos (224x224x3):
+    KERAS_BACKEND=jax python benchmarks/extract_benchmark.py --sizes 4000 16000 --batch-size 256 \
+        --precision mixed_float16 --rounds 1 --compare none --breakdown --json gpu-28.json
+    KERAS_BACKEND=jax python benchmarks/extract_benchmark.py --sizes 8000 --image-size 224 --channels 3 \
+        --batch-size 256 --precision mixed_float16 --rounds 1 --compare none --breakdown --json gpu-224.json
 
 ``--breakdown`` adds each stage of extract timed alone (forward pass with
-the resize, reader thread, writer thread), to show which one limits it.
+the resize, reader thread, writer thread), to show which one limits it;
+``--json FILE`` writes every number of the run to FILE as well.
 """
 
 import argparse
@@ -71,6 +75,8 @@ def parse_args(argv=None):
     parser.add_argument("--compare", default="bfloat16", help="precision compared with float32 on the same weights; 'none' skips")
     parser.add_argument("--compare-batches", type=int, default=4)
     parser.add_argument("--breakdown", action="store_true", help="also time each stage of extract alone, on the largest size")
+    parser.add_argument("--io-threads", type=int, default=None, help="extract's codec threads (default: one per core, at most 16)")
+    parser.add_argument("--json", default=None, help="also write the results as JSON to this file")
     parser.add_argument("--workdir", default=None, help="where the stores and outputs go (default: a temporary folder)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--store", default=None, help=argparse.SUPPRESS)
@@ -100,6 +106,11 @@ def main(argv=None):
     if stages:
         print("\nstages of extract alone, images/s:")
         print("\n".join(f"  {name:<58} {rate:10.1f}" for name, rate in stages["stages"].items()))
+    if args.json:
+        table = [{"images": size, "ceiling": ceiling, "extract": streamed, "course": course}
+                 for size, ceiling, streamed, course in rows]
+        Path(args.json).write_text(json.dumps(
+            {"args": vars(args), "rows": table, "compare": compared, "stages": stages and stages["stages"]}, indent=2))
     return 0
 
 
@@ -143,6 +154,7 @@ def _shared_flags(args):
     flags = ["--backbone", args.backbone, "--batch-size", str(args.batch_size), "--precision", args.precision,
              "--weights", args.weights, "--ceiling-batches", str(args.ceiling_batches), "--compare", args.compare,
              "--compare-batches", str(args.compare_batches)]
+    flags += ["--io-threads", str(args.io_threads)] if args.io_threads else []
     return flags + (["--layer", args.layer] if args.layer else [])
 
 
@@ -273,11 +285,12 @@ def measure_extract(args):
         extractor.transform(store.images("train", 0, args.batch_size))  # trace and compile once, untimed
     out = Path(args.workdir) / f"features-{Path(args.store).stem}.h5"
     started = time.perf_counter()
-    summary = extract_features(args.store, out, extractor, overwrite=True, progress=False)
+    summary = extract_features(args.store, out, extractor, overwrite=True, progress=False, io_threads=args.io_threads)
     seconds = time.perf_counter() - started
     out.unlink()
     images = sum(summary["rows"].values())
-    return {"images_per_second": images / seconds, "seconds": seconds}
+    return {"images_per_second": images / seconds, "seconds": seconds, "first_batch_seconds": summary["first_batch_seconds"],
+            "device": summary["device"], "io_threads": summary["io_threads"]}
 
 
 def measure_course(args):
@@ -311,14 +324,15 @@ def measure_course(args):
 def measure_stages(args):
     """Where extract's time goes: each stage alone, images per second (``--breakdown``)."""
     from features.backend import load_keras
-    from features.atomic import partial_path
-    from features.engine import RowSink, iter_feature_batches
+    from features.chunkio import CodecPool
+    from features.engine import iter_feature_batches
     from features.feature_store import FeatureWriter
     from features.image_store import ImageStore
+    from features.streaming import RowSink, iter_image_batches
 
     keras = load_keras()
     extractor = fitted_extractor(args)
-    with ImageStore(args.store) as store:
+    with ImageStore(args.store) as store, CodecPool(args.io_threads) as pool:
         rows = store.num_rows("train")
         batch = store.images("train", 0, args.batch_size)
         forward = extractor._forward_for(batch.shape[1:])
@@ -329,18 +343,22 @@ def measure_stages(args):
             "transform() of one uint8 batch from host memory": _rate(lambda: extractor.transform(batch), batches, args.batch_size),
         }
         started = time.perf_counter()
-        features = np.concatenate([rows_ for _, rows_ in iter_feature_batches(extractor, store, "train")])
+        count = sum(len(images) for _, images in iter_image_batches(store, "train", 0, None, args.batch_size, pool=pool))
+        rates["reader thread alone (decompress, batch)"] = count / (time.perf_counter() - started)
+        started = time.perf_counter()
+        features = np.concatenate([rows_ for _, rows_ in iter_feature_batches(extractor, store, "train", pool=pool)])
         rates["reader thread + transform, no writing"] = rows / (time.perf_counter() - started)
         splits = {"train": (store.labels("train"), store.ids("train"))}
-    out = Path(args.workdir) / "stages.h5"
-    started = time.perf_counter()
-    with FeatureWriter(out, attrs={"feature_dim": features.shape[1]}, splits=splits, overwrite=True) as writer:
-        sink = RowSink(writer)
-        for start in range(0, rows, args.batch_size):
-            sink.put("train", features[start : start + args.batch_size])
-        sink.close()
-    rates["writing alone (RowSink + FeatureWriter), these features"] = rows / (time.perf_counter() - started)
-    partial_path(out).unlink(missing_ok=True)
+        out = Path(args.workdir) / "stages.h5"
+        started = time.perf_counter()
+        with FeatureWriter(out, attrs={"feature_dim": features.shape[1]}, splits=splits, overwrite=True, pool=pool) as writer:
+            sink = RowSink(writer)
+            for start in range(0, rows, args.batch_size):
+                sink.put("train", features[start : start + args.batch_size])
+            sink.close()
+            writer.finish()
+        rates["writing alone (RowSink + FeatureWriter), these features"] = rows / (time.perf_counter() - started)
+    out.unlink(missing_ok=True)
     return {"stages": rates, "images_per_second": None}
 
 

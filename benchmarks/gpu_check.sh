@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Every GPU measurement the README asks for, in one run on a lent GPU box (JAX, no TensorFlow there).
+#
+# On this machine, once:
+#   echo /.whl/ >> .git/info/exclude
+#   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+#     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl \
+#     keras namex optree dask distributed partd locket tblib zict tornado scikit-image lazy-loader imageio tifffile dvc-render
+# then run this script on the device with `.whl` carried along; it writes everything under $OUT (or ./gpu-out).
+set -u
+OUT=${OUT:-gpu-out}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 3
+export PYTHONPATH=/tmp/site:$PWD KERAS_BACKEND=jax PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+{
+  date -u; git rev-parse HEAD 2>/dev/null
+  nvidia-smi --query-gpu=name,memory.total --format=csv
+  python3 -c "import jax, keras, h5py; print('jax', jax.__version__, 'keras', keras.__version__, 'h5py', h5py.__version__, h5py.version.hdf5_version)"
+} 2>&1 | tee "$OUT/machine.txt"
+
+bench() {  # name, then the benchmark's arguments
+  local name=$1; shift
+  timeout 400 python3 benchmarks/extract_benchmark.py --batch-size 256 --precision mixed_float16 --rounds 1 \
+    --compare none --breakdown --workdir /tmp/bench-"$name" --json "$OUT/$name.json" "$@" 2>&1 | tee "$OUT/$name.txt"
+}
+bench vgg16-28 --sizes 16000                                   # Fashion-MNIST-like store
+bench vgg16-224 --sizes 8000 --image-size 224 --channels 3      # a folder of photos
+bench mobilenet-224 --backbone mobilenet_v2 --sizes 8000 --image-size 224 --channels 3
+bench resnet50-224 --backbone resnet50 --sizes 8000 --image-size 224 --channels 3
+
+# The whole extract process, start-up included, as a user runs it.
+timeout 300 python3 -c "
+import numpy as np
+from features.image_store import ImageSplit, write_image_store
+images = np.random.default_rng(0).integers(0, 256, (16000, 28, 28, 1), dtype=np.uint8)
+labels = np.arange(16000) % 10
+write_image_store('/tmp/store.h5', {'train': ImageSplit(images, labels, [str(i) for i in range(16000)]),
+                  'test': ImageSplit(images[:0], labels[:0], [])}, source='gpu', class_names=[str(i) for i in range(10)], seed=0)
+" && /usr/bin/time -v timeout 300 python3 -c "from pipeline.cli import extract_main; extract_main()" \
+  --backbone vgg16 --weights none --precision mixed_float16 --batch-size 256 --images /tmp/store.h5 \
+  --out /tmp/vgg16.h5 --params /dev/null 2>&1 | grep -v "img/s" | tee "$OUT/extract-process.txt"
+
+# prepare on a folder of photos, every core against one.
+timeout 300 python3 benchmarks/io_benchmark.py --photos 2048 --rows 16384 --rounds 1 --json "$OUT/io.json" 2>&1 | tee "$OUT/io.txt"
+
+# The test suite on JAX (the DVC test needs dvc, which is not carried).
+timeout 900 python3 -m pytest -q -m "not network" -p no:cacheprovider --deselect tests/test_dvc_pipeline.py 2>&1 \
+  | tail -30 | tee "$OUT/tests.txt"
