@@ -28,9 +28,7 @@ Usage::
 """
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +38,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-RESULT_PREFIX = "BENCHMARK-RESULT "
+from benchmarks.common import relu_like_rows, report_result, run_measurement  # noqa: E402
+
 TARGET = "target: (2) distributed, one worker, >= 0.90 x (1) plain"
 
 
@@ -108,12 +107,7 @@ def extractor(args):
 def measure_plain(args, store, workdir):
     command = [sys.executable, __file__, "--child", "--store", str(store), "--workdir", str(workdir),
                "--backbone", args.backbone, "--batch-size", str(args.batch_size), "--weights", args.weights]
-    done = subprocess.run(command, capture_output=True, text=True)
-    results = [line[len(RESULT_PREFIX):] for line in done.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
-    if done.returncode != 0 or not results:
-        sys.stderr.write(done.stdout[-3000:] + done.stderr[-5000:])
-        raise SystemExit(f"plain extraction failed (exit {done.returncode})")
-    result = json.loads(results[-1])
+    result = run_measurement(command, "plain extraction")
     _note("plain", result)
     return result
 
@@ -137,7 +131,7 @@ def plain_child(args):
     result = {"label": "(1) plain extract_features", "images_per_second": summary["images_per_second"],
               "setup_seconds": setup, "seconds": summary["seconds"], "wall_seconds": wall,
               "cpu_seconds": time.process_time() - cpu, "images": summary["rows_computed"]}
-    print(RESULT_PREFIX + json.dumps(result), flush=True)
+    report_result(result)
     return 0
 
 
@@ -192,12 +186,6 @@ def measure_limits(store, workdir):
         "part_write_ms_per_1000_rows": {dim: time_part_write(workdir, dim) for dim in (1280, 4096)},
         "store_read_images_per_second": time_store_read(store),
     }
-
-
-def relu_like_rows(rows, dim, seed=0):
-    """Feature-like float32 rows: non-negative, about half of them zero (after a ReLU)."""
-    values = np.random.default_rng(seed).standard_normal((rows, dim), dtype=np.float32)
-    return np.maximum(values, 0)
 
 
 def _join_writer(out, dim, rows):

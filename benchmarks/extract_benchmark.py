@@ -43,8 +43,6 @@ the resize, reader thread, writer thread), to show which one limits it;
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,7 +52,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-RESULT_PREFIX = "BENCHMARK-RESULT "
+from benchmarks.common import report_result, run_measurement  # noqa: E402
+
 TARGETS = "targets: 2/1 >= 0.95; 2/3 >= 1.2; peak RSS of 2 grows < 10% between sizes while 3 grows; bfloat16 >= 1.6x float32 on CPU; cosine >= 0.99"
 
 
@@ -139,12 +138,7 @@ def child(args, what, store, workdir=None):
     if workdir is not None:
         command += ["--workdir", str(workdir)]
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
-    results = [line[len(RESULT_PREFIX):] for line in done.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
-    if done.returncode != 0 or not results:
-        sys.stderr.write(done.stdout[-3000:] + done.stderr[-5000:])
-        raise SystemExit(f"benchmark step {what} on {store} failed (exit {done.returncode})")
-    result = json.loads(results[-1])
+    result = run_measurement(command, f"{what} on {store}")
     print(f"  {what:<8} {Path(store).name}: {result.get('images_per_second', '-')} images/s "
           f"({time.perf_counter() - started:.0f} s with start-up)", file=sys.stderr, flush=True)
     return result
@@ -207,9 +201,7 @@ def run_child(args):
         "ceiling": measure_ceiling, "extract": measure_extract, "course": measure_course,
         "compare": measure_compare, "stages": measure_stages,
     }
-    result = measure[args.child](args)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(RESULT_PREFIX + json.dumps(result), flush=True)
+    report_result(measure[args.child](args))
     return 0
 
 

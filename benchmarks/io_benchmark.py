@@ -27,8 +27,6 @@ Usage::
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +36,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-RESULT_PREFIX = "BENCHMARK-RESULT "
+from benchmarks.common import relu_like_rows, report_result, run_measurement  # noqa: E402
+
 TARGETS = "targets (2 cores): 1 and 2 >= 1.5x their one-thread h5py baseline; 3 >= 3x the join before"
 CASES = {  # case: (featpipe's way, the baseline)
     "write-bound extract": ("extract_wide", "plain_write"),
@@ -97,22 +96,12 @@ def format_report(args, best):
 def child(args, way):
     command = [sys.executable, __file__, "--child", way, "--rows", str(args.rows), "--photos", str(args.photos),
                "--workdir", args.workdir] + (["--io-threads", str(args.io_threads)] if args.io_threads else [])
-    done = subprocess.run(command, capture_output=True, text=True)
-    results = [line[len(RESULT_PREFIX):] for line in done.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
-    if done.returncode != 0 or not results:
-        sys.stderr.write(done.stdout[-3000:] + done.stderr[-5000:])
-        raise SystemExit(f"benchmark step {way} failed (exit {done.returncode})")
-    result = json.loads(results[-1])
+    result = run_measurement(command, way)
     print(f"  {way:<18} {result['per_second']:.0f} {result['unit']}", file=sys.stderr, flush=True)
     return result
 
 
 # --- inputs, made once -------------------------------------------------------------------------
-
-
-def relu_like_rows(rows, dim, seed=0):
-    """Feature-like float32 rows: non-negative, about half of them zero (after a ReLU)."""
-    return np.maximum(np.random.default_rng(seed).standard_normal((rows, dim), dtype=np.float32), 0)
 
 
 def photo_like(count, size=224, seed=0):
@@ -153,9 +142,7 @@ def make_inputs(args):
 
 
 def run_child(args):
-    result = globals()[f"measure_{args.child}"](args, Path(args.workdir))
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(RESULT_PREFIX + json.dumps(result), flush=True)
+    report_result(globals()[f"measure_{args.child}"](args, Path(args.workdir)))
     return 0
 
 

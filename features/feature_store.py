@@ -278,7 +278,7 @@ class FeatureWriter:
             group.create_dataset("ids", data=np.array(list(ids), dtype=object), dtype=STRING)
             group.attrs["rows_written"] = 0
         for key, value in self.attrs.items():
-            self._file.attrs[key] = _storable(value)
+            self._file.attrs[key] = storable_attribute(value)
         self._file.attrs["complete"] = False
         self._file.flush()
 
@@ -393,8 +393,8 @@ class FeatureWriter:
         self.close()
 
 
-def _storable(value):
-    """Attribute values HDF5 can hold: dicts go in as JSON text."""
+def storable_attribute(value):
+    """``value`` as an HDF5 attribute can hold it: a dict as JSON text, ``None`` as ``"none"``."""
     if isinstance(value, dict):
         return json.dumps(value, sort_keys=True)
     if value is None:

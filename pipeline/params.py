@@ -103,6 +103,20 @@ def _is_grid(value):
     return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, list) and v for k, v in value.items())
 
 
+def _image_training(epochs, batch_size, patience):
+    """The settings every CNN trained on the images has (``scratch``, ``finetune``), with its defaults."""
+    return {
+        "dropout": number(low=0.0, high=1.0, default=0.3, high_inclusive=False),
+        "augment": list_of(lambda v: isinstance(v, str), "augmentation names", ["horizontal_flip", "shift", "zoom"], min_length=0),
+        "learning_rate": number(low=0.0, default=0.001),
+        "lr_schedule": choice("plateau", "cosine", "constant", default="plateau"),
+        "epochs": integer(minimum=1, default=epochs),
+        "batch_size": integer(minimum=1, default=batch_size),
+        "validation_fraction": number(low=0.0, high=1.0, default=0.1, high_inclusive=False),
+        "patience": integer(minimum=0, default=patience),
+    }
+
+
 # NumPy's and scikit-learn's seeds, and the HDF5 attribute featpipe stores them in, take 32 bits.
 MAX_SEED = 2**32 - 1
 
@@ -180,30 +194,16 @@ SCHEMA = {
         "filters": list_of(lambda v: _is_int(v) and v >= 1, "integers >= 1 (filters per conv block)", [32, 64, 128]),
         "dense_units": integer(minimum=1, default=128),
         "batch_norm": boolean(default=True),
-        "dropout": number(low=0.0, high=1.0, default=0.3, high_inclusive=False),
-        "augment": list_of(lambda v: isinstance(v, str), "augmentation names", ["horizontal_flip", "shift", "zoom"], min_length=0),
         "normalization": choice("rescale", "standardize", "none", default="rescale"),
-        "learning_rate": number(low=0.0, default=0.001),
-        "lr_schedule": choice("plateau", "cosine", "constant", default="plateau"),
-        "epochs": integer(minimum=1, default=30),
-        "batch_size": integer(minimum=1, default=64),
-        "validation_fraction": number(low=0.0, high=1.0, default=0.1, high_inclusive=False),
-        "patience": integer(minimum=0, default=5),
+        **_image_training(epochs=30, batch_size=64, patience=5),
     },
     "finetune": {
         "backbones": list_of(lambda v: isinstance(v, str), "registry backbone names", [], min_length=0),
         "input_size": integer(minimum=32, default=None, nullable=True),
         "unfreeze": integer(minimum=0, default=1),
-        "dropout": number(low=0.0, high=1.0, default=0.3, high_inclusive=False),
-        "augment": list_of(lambda v: isinstance(v, str), "augmentation names", ["horizontal_flip", "shift", "zoom"], min_length=0),
-        "learning_rate": number(low=0.0, default=0.001),
         "finetune_learning_rate": number(low=0.0, default=0.00001),
-        "lr_schedule": choice("plateau", "cosine", "constant", default="plateau"),
-        "epochs": integer(minimum=1, default=20),
-        "batch_size": integer(minimum=1, default=32),
-        "validation_fraction": number(low=0.0, high=1.0, default=0.1, high_inclusive=False),
-        "patience": integer(minimum=0, default=3),
         "precision": choice("float32", "mixed_float16", "mixed_bfloat16", default="float32"),
+        **_image_training(epochs=20, batch_size=32, patience=3),
     },
     "explain": {
         "per_class": integer(minimum=1, default=2),

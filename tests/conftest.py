@@ -151,3 +151,28 @@ def record(model, accuracy, **fields):
 BASELINE = record(
     "pixel_rf", 0.80, classifier="rf", input="pixels", features="pixels", backbone="pixels", layer=None, weights=None, n_features=784
 )
+
+
+# --- saved Keras models, loaded alone ---------------------------------------------------------
+
+
+def probabilities_in_a_fresh_process(model_path, images, tmp_path, imports=""):
+    """What ``keras.saving.load_model(model_path)`` predicts for ``images`` in a new Python process.
+
+    Only Keras is imported there, plus ``imports`` (e.g. ``features.preprocessing``,
+    which registers the resize-and-rescale layer a fine-tuned model holds).
+    """
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    np.save(tmp_path / "images.npy", images)
+    script = (
+        f"import sys, numpy as np, keras{', ' + imports if imports else ''}; folder = sys.argv[1]; "
+        f"model = keras.saving.load_model({str(model_path)!r}); "
+        "np.save(folder + '/loaded.npy', model.predict(np.load(folder + '/images.npy'), verbose=0))"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    return np.load(tmp_path / "loaded.npy")

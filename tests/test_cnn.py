@@ -1,9 +1,5 @@
 """The scratch CNN and the training loop it shares with fine-tuning, on tiny images."""
 
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -16,8 +12,8 @@ from classifiers.keras_training import (
     save_model,
 )
 from features.errors import FeatpipeError
+from tests.conftest import probabilities_in_a_fresh_process
 
-ROOT = Path(__file__).resolve().parents[1]
 N_CLASSES = 3
 # A model small enough to fit in a second or two.
 TINY = {"filters": (4,), "dense_units": 8}
@@ -90,22 +86,10 @@ def test_the_saved_model_loaded_alone_in_a_fresh_process_reproduces_the_test_acc
     probabilities = predict_probabilities(model, test_images)
     accuracy = float((probabilities.argmax(axis=1) == test_labels).mean())
     save_model(model, tmp_path / "model.keras")
-    np.save(tmp_path / "images.npy", test_images)
-    np.save(tmp_path / "labels.npy", test_labels)
     # Plain Keras, no featpipe import: the scratch CNN holds only Keras' own layers.
-    script = (
-        "import sys, numpy as np, keras; folder = sys.argv[1]; "
-        "model = keras.saving.load_model(folder + '/model.keras'); "
-        "probabilities = model.predict(np.load(folder + '/images.npy'), verbose=0); "
-        "np.save(folder + '/loaded.npy', probabilities); "
-        "print((probabilities.argmax(axis=1) == np.load(folder + '/labels.npy')).mean())"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path)], check=False, capture_output=True, text=True, cwd=ROOT
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert float(done.stdout.split()[-1]) == accuracy
-    np.testing.assert_allclose(np.load(tmp_path / "loaded.npy"), probabilities, rtol=1e-5, atol=1e-6)
+    loaded = probabilities_in_a_fresh_process(tmp_path / "model.keras", test_images, tmp_path, '')
+    assert float((loaded.argmax(axis=1) == test_labels).mean()) == accuracy
+    np.testing.assert_allclose(loaded, probabilities, rtol=1e-5, atol=1e-6)
 
 
 def test_standardize_gives_the_first_convolution_zero_mean_unit_variance_inputs(keras):

@@ -1,9 +1,6 @@
 """Fine-tuning a registry backbone in two phases, at its smallest input size, with random weights."""
 
 import dataclasses
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,11 +14,15 @@ from classifiers.finetune import (
     fit_unfrozen_blocks,
     unfreeze_blocks,
 )
-from classifiers.keras_training import TrainingSettings, predict_probabilities, save_model
+from classifiers.keras_training import (
+    TrainingSettings,
+    predict_probabilities,
+    save_model,
+)
 from features.backbones import get_backbone, list_backbones
 from features.errors import FeatpipeError
+from tests.conftest import probabilities_in_a_fresh_process
 
-ROOT = Path(__file__).resolve().parents[1]
 N_CLASSES = 3
 SMALLEST = (32, 32)  # VGG16's minimum input: 1x1x512 after block5
 TWO_EPOCHS = TrainingSettings(learning_rate=1e-3, epochs=2, batch_size=10, patience=2)
@@ -110,22 +111,10 @@ def test_fine_tuning_runs_end_to_end_and_the_saved_model_alone_reproduces_its_te
     accuracy = float((probabilities.argmax(axis=1) == test_labels).mean())
 
     save_model(finetuned.model, tmp_path / "model.keras")
-    np.save(tmp_path / "images.npy", test_images)
-    np.save(tmp_path / "labels.npy", test_labels)
     # Keras' own loader; importing featpipe's preprocessing module registers its layer.
-    script = (
-        "import sys, numpy as np, keras, features.preprocessing; folder = sys.argv[1]; "
-        "model = keras.saving.load_model(folder + '/model.keras'); "
-        "probabilities = model.predict(np.load(folder + '/images.npy'), verbose=0); "
-        "np.save(folder + '/loaded.npy', probabilities); "
-        "print((probabilities.argmax(axis=1) == np.load(folder + '/labels.npy')).mean())"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path)], check=False, capture_output=True, text=True, cwd=ROOT
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert float(done.stdout.split()[-1]) == accuracy
-    np.testing.assert_allclose(np.load(tmp_path / "loaded.npy"), probabilities, rtol=1e-5, atol=1e-6)
+    loaded = probabilities_in_a_fresh_process(tmp_path / "model.keras", test_images, tmp_path, 'features.preprocessing')
+    assert float((loaded.argmax(axis=1) == test_labels).mean()) == accuracy
+    np.testing.assert_allclose(loaded, probabilities, rtol=1e-5, atol=1e-6)
 
 
 def test_every_registry_backbone_has_its_blocks_in_order_in_its_keras_model():

@@ -1,19 +1,16 @@
 """`featpipe scratch` and `featpipe finetune`: CNNs on the stored images, written like every other model."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
 
-from features.image_store import write_image_store
+from features.image_store import ImageStore, write_image_store
 from pipeline.cli import cli, run
-from tests.conftest import CLASS_NAMES, make_splits
+from tests.conftest import CLASS_NAMES, make_splits, probabilities_in_a_fresh_process
 
-REPO = Path(__file__).resolve().parents[1]
 FAST = {
     "seed": 1,
     "extract": {"weights": "none"},
@@ -50,15 +47,10 @@ def test_scratch_writes_what_train_writes_and_the_saved_model_alone_gives_its_ac
     assert card["model_file"] == "model.keras" and card["output_labels"] == [0, 1, 2]
     assert (project / "reports/plots/scratch-cnn-confusion.png").exists()
     # Plain Keras in a fresh process, nothing of featpipe's: the model takes the stored uint8 images.
-    code = (
-        "import sys, h5py, keras, numpy as np; model = keras.saving.load_model(sys.argv[1]); "
-        "f = h5py.File(sys.argv[2]); x, y = f['test/images'][:], f['test/labels'][:]; "
-        "print(float(np.mean(model.predict(x, verbose=0).argmax(1) == y)))"
-    )
-    alone = subprocess.run([sys.executable, "-c", code, str(folder / "model.keras"), "data/prepared/images.h5"],
-                           capture_output=True, text=True, cwd=project)
-    assert alone.returncode == 0, alone.stderr
-    assert float(alone.stdout.strip().splitlines()[-1]) == pytest.approx(record["accuracy"], abs=1e-6)
+    with ImageStore(project / "data/prepared/images.h5") as store:
+        images, labels = store.images("test"), store.labels("test")
+    loaded = probabilities_in_a_fresh_process(folder / "model.keras", images, project)
+    assert float(np.mean(loaded.argmax(axis=1) == labels)) == pytest.approx(record["accuracy"], abs=1e-6)
 
 
 def test_quiet_means_no_line_per_epoch(project):

@@ -18,13 +18,13 @@ with h5py alone:
 Both files are written beside their final name and renamed when whole.
 """
 
-import json
 import textwrap
 
 import numpy as np
 
 from classifiers.explain.methods import SIGNED_METHODS
 from features.atomic import atomic_output
+from features.feature_store import storable_attribute
 
 RANDOM_WEIGHTS_WARNING = "random weights: the backbone was never trained, so these maps explain an untrained network"
 OVERLAY_ALPHA = 0.85  # the opacity of a map at its strongest
@@ -71,7 +71,7 @@ def write_explanations(path, explanations, ids, class_names, attrs=None):
         for method, maps in explanations.maps.items():
             dataset = file.create_dataset(f"maps/{method}", data=maps.astype(np.float32))
             for key, value in explanations.settings[method].items():
-                dataset.attrs[key] = _storable(value)
+                dataset.attrs[key] = storable_attribute(value)
             dataset.attrs["seconds"] = float(explanations.seconds.get(method, float("nan")))
         root = {
             **explanations.metadata,
@@ -86,16 +86,7 @@ def write_explanations(path, explanations, ids, class_names, attrs=None):
         if explanations.metadata.get("random_weights"):
             root["warning"] = RANDOM_WEIGHTS_WARNING
         for key, value in root.items():
-            file.attrs[key] = _storable(value)
-
-
-def _storable(value):
-    """Attribute values HDF5 can hold: dicts as JSON text, ``None`` as ``"none"``."""
-    if isinstance(value, dict):
-        return json.dumps(value, sort_keys=True)
-    if value is None:
-        return "none"
-    return value
+            file.attrs[key] = storable_attribute(value)
 
 
 def save_explanation_grid(path, images, explanations, class_names, title=None):
