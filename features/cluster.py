@@ -145,7 +145,25 @@ def _local_cluster(workers, threads_per_worker):
     threads = threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
     log.info("starting a local Dask cluster: %d worker(s) x %d thread(s)", workers, threads)
     # ":0" picks a free port: 8787 may belong to a cluster the user already runs.
-    return LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True, host="127.0.0.1", dashboard_address=":0")
+    return LocalCluster(
+        n_workers=workers, threads_per_worker=threads, processes=True, host="127.0.0.1", dashboard_address=":0",
+        env=shared_accelerator_environment(),
+    )
+
+
+# Each backend's switch from "take (most of) the GPU's memory at start" to "take what is used".
+ON_DEMAND_GPU_MEMORY = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", "TF_FORCE_GPU_ALLOW_GROWTH": "true"}
+
+
+def shared_accelerator_environment():
+    """Environment variables for local workers that share this machine's GPU.
+
+    JAX takes 75% of a GPU's memory when a process first uses it, TensorFlow
+    nearly all of it: the second worker (or this process) would find none
+    left. Each worker takes what it uses instead. A variable the user set is
+    left as it is.
+    """
+    return {name: value for name, value in ON_DEMAND_GPU_MEMORY.items() if name not in os.environ}
 
 
 def _wait_for_workers(client, address):

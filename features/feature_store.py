@@ -367,7 +367,9 @@ class FeatureWriter:
         for name, writer in self._writers.items():
             with contextlib.suppress(OSError, RuntimeError):  # after a failed write, keep what is on disk
                 if self._file is not None:
-                    self._record(name, writer.flush())
+                    with contextlib.suppress(OSError, RuntimeError):
+                        writer.flush()
+                    self._record(name, writer.rows_written)  # the chunks HDF5 took before any failure
             writer.close()
         self._writers = {}
         self._close_file()

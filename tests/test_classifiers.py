@@ -59,7 +59,9 @@ def test_dense_head_learns_repeats_with_the_seed_and_saves_a_standalone_model(da
     from features.backend import load_keras
 
     X_train, y_train, X_test, y_test = data
-    options = {"hidden_units": [16], "epochs": 15, "batch_size": 16, "patience": 3, "dropout": 0.2}
+    # 15 epochs of 4 steps: at Adam's default 1e-3 whether the head learns in time
+    # depends on the initial weights (2 seeds in 8 did, on JAX and on TensorFlow alike), at 1e-2 every seed does.
+    options = {"hidden_units": [16], "epochs": 15, "batch_size": 16, "patience": 3, "dropout": 0.2, "learning_rate": 1e-2}
     head = classifiers.build("dense", 5, **options).fit(X_train, y_train)
     again = classifiers.build("dense", 5, **options).fit(X_train, y_train)
     assert np.mean(head.predict(X_test) == y_test) >= 0.8

@@ -1,5 +1,6 @@
 """Connecting to Dask: unreachable schedulers and unfit workers are refused up front."""
 
+import os
 import sys
 
 import pytest
@@ -56,8 +57,11 @@ def test_other_featpipe_version_on_workers_is_named(local_cluster, monkeypatch):
 
 
 def test_other_keras_backend_on_workers_is_named(local_cluster, monkeypatch):
-    monkeypatch.setattr(cluster, "keras_backend_name", lambda: "jax")
-    with pytest.raises(FeatpipeError, match="run Keras backend other than this client's jax"):
+    # The workers run this process's backend, whichever it is; the client claims another one.
+    workers = cluster.keras_backend_name()
+    claimed = "torch" if workers != "torch" else "jax"
+    monkeypatch.setattr(cluster, "keras_backend_name", lambda: claimed)
+    with pytest.raises(FeatpipeError, match=rf"tcp://.* \({workers}\) run Keras backend other than this client's {claimed}"):
         with dask_client(scheduler=local_cluster.scheduler_address):
             pass
 
@@ -109,6 +113,15 @@ def test_local_cluster_of_n_workers_on_loopback():
         addresses = list(client.scheduler_info()["workers"])
         assert len(addresses) == 2 and all(address.startswith("tcp://127.0.0.1:") for address in addresses)
         assert cluster.dashboard_link(client).startswith("http://127.0.0.1:")
+
+
+def test_local_workers_take_gpu_memory_as_they_use_it(monkeypatch):
+    # Else JAX gives the first of them 75% of the GPU, TensorFlow all of it, and the next one fails.
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)
+    monkeypatch.setenv("TF_FORCE_GPU_ALLOW_GROWTH", "false")  # the user's choice wins
+    with dask_client(workers=1, threads_per_worker=1) as client:
+        found = client.run(lambda: [os.environ.get(name) for name in ("XLA_PYTHON_CLIENT_PREALLOCATE", "TF_FORCE_GPU_ALLOW_GROWTH")])
+    assert list(found.values()) == [["false", "false"]]
 
 
 @pytest.fixture

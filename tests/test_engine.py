@@ -155,3 +155,26 @@ def test_an_explicit_cpu_device_is_accepted_and_used(keras):
     # Also where the backend lists only its accelerators (Keras on JAX with a GPU).
     extractor = FeatureExtractor("mobilenet_v2", weights="none", batch_size=2, device="cpu:0").fit()
     assert extractor.transform(GRAY[:2]).shape == (2, 1280)
+
+
+def test_on_jax_compilations_are_kept_in_the_keras_home_for_the_next_process(tmp_path):
+    """A rerun or a Dask worker then builds and starts without compiling again."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("jax")  # the cache is JAX's: TensorFlow and torch have no such thing to turn on
+    code = "from features.backend import load_keras; keras = load_keras(); print(keras.random.uniform((2, 3)).shape)"
+    env = {name: value for name, value in os.environ.items() if not name.startswith("JAX_")}
+    env.update(KERAS_BACKEND="jax", KERAS_HOME=str(tmp_path / "home"))
+
+    def run(**extra):
+        done = subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parents[1])
+        assert done.returncode == 0, done.stderr
+
+    run()
+    assert any((tmp_path / "home" / "jax_cache").iterdir())
+    run(JAX_COMPILATION_CACHE_DIR=str(tmp_path / "chosen"))  # a folder the user chose is used instead
+    assert any((tmp_path / "chosen").iterdir())

@@ -115,12 +115,12 @@ def test_a_write_error_at_a_chosen_row_keeps_the_partial_and_the_rerun_gives_the
     store, wide_model, reference, tmp_path
 ):
     out = tmp_path / "f.h5"
-    # The disk "fills up" once the train split reaches row 100: every later write fails.
+    # The disk "fills up" after the first chunk (64 rows of 4,096 floats): every later chunk write fails.
     failing = (
-        "import errno; from features import chunkio; real = chunkio.ChunkWriter.write",
-        "chunkio.ChunkWriter.write = lambda self, rows: "
+        "import errno; from features import chunkio; real = chunkio.ChunkWriter._write_oldest",
+        "chunkio.ChunkWriter._write_oldest = lambda self: "
         "(_ for _ in ()).throw(OSError(errno.ENOSPC, 'No space left on device')) "
-        "if self.rows_taken + len(rows) > 100 else real(self, rows)",
+        "if self._in_flight[0][0] >= 64 else real(self)",
     )
     full = run_extract(store, out, wide_model, *failing)
     assert full.returncode == 2, full.stderr
@@ -129,7 +129,7 @@ def test_a_write_error_at_a_chosen_row_keeps_the_partial_and_the_rerun_gives_the
     ]
     assert not out.exists()
     with h5py.File(partial_path(out), "r") as partial:
-        assert 0 < partial["train"].attrs["rows_written"] <= 100 and partial.attrs["complete"] == False  # noqa: E712
+        assert partial["train"].attrs["rows_written"] == 64 and partial.attrs["complete"] == False  # noqa: E712
     rerun = run_extract(store, out, wide_model)
     assert rerun.returncode == 0, rerun.stderr
     assert "resumed" in rerun.stdout
