@@ -32,7 +32,6 @@ weights file for the full application therefore works, and ``input_size``
 can go down to the application's minimum (32x32 for VGG16) for CPU tests.
 """
 
-import contextlib
 import dataclasses
 import re
 
@@ -49,7 +48,7 @@ from features.backbones import get_backbone, is_model_file, list_backbones
 from features.backend import load_keras
 from features.engine import dtype_policy
 from features.errors import FeatpipeError, first_line
-from features.weights import build_with_weights, resolve_weights, seeded_initialisation
+from features.weights import build_with_weights, resolve_weights
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
@@ -165,9 +164,7 @@ def topless_backbone(keras, entry, weights, input_size, precision, seed):
             topless = builder(weights=None, include_top=False, input_shape=input_size + (3,), name="backbone")
     except ValueError as error:  # Keras refuses sizes below the application's minimum
         raise FeatpipeError(f"input_size {list(input_size)} for {entry.name}: {first_line(error)}") from None
-    seeding = seeded_initialisation(keras, seed) if choice.is_random else contextlib.nullcontext()
-    with seeding:
-        full, sha256 = build_with_weights(entry, keras, choice)
+    full, sha256 = build_with_weights(entry, keras, choice, seed)
     copy_weights(full, topless)
     return topless, choice.label, sha256
 

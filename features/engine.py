@@ -36,7 +36,7 @@ from features.feature_store import FeatureWriter
 from features.image_store import SPLITS, ImageStore
 from features.streaming import PREFETCH_BATCHES, RowSink, iter_image_batches
 from features.versions import library_versions
-from features.weights import build_with_weights, file_sha256, resolve_weights, seeded_initialisation, strict_weight_loading
+from features.weights import build_with_weights, file_sha256, resolve_weights, strict_weight_loading
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +127,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         self.backbone_ = get_backbone(self.backbone)
         self.layer_ = self.backbone_.resolve_layer(self.layer)
         choice = resolve_weights(self.weights)
-        seeding = seeded_initialisation(keras, self.seed) if choice.is_random else contextlib.nullcontext()
-        with seeding, dtype_policy(keras, self.precision):
-            model, self.weights_sha256_ = build_with_weights(self.backbone_, keras, choice)
+        with dtype_policy(keras, self.precision):
+            model, self.weights_sha256_ = build_with_weights(self.backbone_, keras, choice, self.seed)
         self.weights_label_ = choice.label
         return model
 

@@ -23,7 +23,7 @@ import re
 import warnings
 from pathlib import Path
 
-from features.backend import keras_home, seeded_initialisation  # noqa: F401  (re-exported: part of the weights story)
+from features.backend import keras_home, seeded_initialisation
 from features.errors import FeatpipeError, first_line
 
 RANDOM_WEIGHTS_WARNING = "WARNING: random weights (--weights none): these features are not ImageNet features"
@@ -106,9 +106,10 @@ def strict_weight_loading():
         yield
 
 
-def build_with_weights(backbone, keras, choice):
+def build_with_weights(backbone, keras, choice, seed=0):
     """Build ``backbone``'s full Keras application with the weights ``choice`` names.
 
+    Random weights are drawn from ``seed`` alone (:func:`features.backend.seeded_initialisation`).
     Offline ImageNet weights end in a :class:`FeatpipeError` that names the file
     Keras wanted; a weights file that doesn't fit the model ends in one too.
 
@@ -118,7 +119,8 @@ def build_with_weights(backbone, keras, choice):
     sha256 : str
     """
     if choice.is_random:
-        model = backbone.build(keras, None)
+        with seeded_initialisation(keras, seed):
+            model = backbone.build(keras, None)
         return model, values_sha256(model)
     try:
         with strict_weight_loading():
