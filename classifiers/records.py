@@ -18,6 +18,7 @@ a special case per kind of model or spells a key by hand.
 import dataclasses
 import json
 import math
+import os
 import typing
 
 from features.errors import FeatpipeError
@@ -166,7 +167,10 @@ def write_model_outputs(record, files, *, y_true, y_pred, class_names, model=Non
     """
     from classifiers.evaluation import save_confusion, write_json
 
-    for folder in sorted({path.parent for path in files}):
+    folders = sorted({path.parent for path in files})
+    for folder in folders:  # all checked before any is made: a failure leaves nothing behind
+        check_can_create(folder)
+    for folder in folders:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -181,6 +185,15 @@ def write_model_outputs(record, files, *, y_true, y_pred, class_names, model=Non
     save_confusion(files.confusion_csv, files.confusion_png, y_true, y_pred, class_names, title)
     write_json(files.metrics, record.to_json())
     return record.summary_line(files.metrics)
+
+
+def check_can_create(folder):
+    """Refuse, in one line, a folder that can't be made: a file in the way, or no permission."""
+    existing = next(parent for parent in (folder, *folder.parents) if parent.exists() or parent == parent.parent)
+    if not existing.is_dir():
+        raise FeatpipeError(f"cannot create output folder {folder}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise FeatpipeError(f"cannot create output folder {folder}: no permission to write in {existing}")
 
 
 def read_record(path, stage):

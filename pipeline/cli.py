@@ -31,7 +31,8 @@ USAGE_ERROR = 2
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 def cli(verbose, quiet):
     """What are a pretrained CNN's features worth? Prepare images, extract
-    features, train shallow learners and report them against a pixel baseline."""
+    features, train shallow learners and CNNs, draw learning curves, explain
+    every model, and report them against a pixel baseline."""
     configure_logging(verbose, quiet)
 
 

@@ -133,3 +133,21 @@ def test_load_features_refuses_incomplete_and_missing(tmp_path):
         assert file.attrs["complete"] == False  # noqa: E712 (numpy bool)
     with pytest.raises(FeatpipeError, match="incomplete"):
         load_features(partial_path(tmp_path / "fake-x.h5"))
+
+
+def test_a_damaged_chunk_names_the_image_store(tmp_path):
+    from features.chunkio import CodecPool
+
+    path = tmp_path / "images.h5"
+    write_image_store(path, make_splits(n_train=12, n_test=6), source="tiny", class_names=CLASS_NAMES, seed=0)
+    with h5py.File(path, "r") as file:
+        where = file["train/images"].id.get_chunk_info(0)
+    with open(path, "r+b") as raw:  # a bad sector, a bad copy: the chunk's bytes are garbage
+        raw.seek(where.byte_offset)
+        raw.write(b"\xff" * where.size)
+    with ImageStore(path) as store:
+        for read in (lambda: store.images("train"), lambda: list(store.iter_images("train", pool=CodecPool(2)))):
+            with pytest.raises(FeatpipeError) as refused:
+                read()
+            assert str(refused.value).startswith(f"image store {path}: train/images can't be read (")
+            assert str(refused.value).endswith("; rerun `featpipe prepare`") and "\n" not in str(refused.value)

@@ -160,3 +160,15 @@ def test_rf_on_a_dask_cluster_matches_the_local_fit(project):
     remote = json.loads(metrics.read_text()), confusion.read_text()
     assert remote[0]["accuracy"] == local[0]["accuracy"]
     assert remote[1] == local[1], "predictions differ between the local and the Dask fit"
+
+
+def test_an_uncreatable_output_folder_stops_before_any_file_is_written(project, capsys):
+    (project.root / "reports").mkdir()
+    (project.root / "reports" / "metrics").write_text("a file where the folder goes")
+    with pytest.raises(SystemExit) as exited:
+        run(cli, ["train", "--classifier", "rf"], prog_name="featpipe")
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("featpipe: error:")]
+    assert exited.value.code == 2
+    assert errors == ["featpipe: error: cannot create output folder reports/metrics: reports/metrics is a file, not a folder"]
+    assert not (project.root / "data" / "models" / "vgg16-fc2-rf").exists()
+    assert not (project.root / "reports" / "plots").exists()
