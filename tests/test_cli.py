@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -54,7 +55,8 @@ def test_bad_params_value_names_the_key(capsys, in_tmp_project):
 
 
 def test_console_script_prints_no_traceback(in_tmp_project):
-    result = subprocess.run(["featpipe", "prepare", "--params", "nope.yaml"], capture_output=True, text=True)
+    script = Path(sys.executable).parent / "featpipe"  # the console script installed beside this Python
+    result = subprocess.run([str(script), "prepare", "--params", "nope.yaml"], capture_output=True, text=True)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip() == "featpipe: error: params file not found: nope.yaml (run from the project root or pass --params)"
