@@ -174,7 +174,7 @@ def _results_table(ranked, baseline):
     for position, record in enumerate(ranked, 1):
         is_baseline = record is baseline
         features = f"{record.backbone} `{record.layer}`" if record.input == "features" else source(record)
-        has_weights = record.input == "features" or record.backbone
+        has_weights = record.input == "features" or (record.input == "images" and record.backbone)
         weights = str(record.weights) + (" (random)" if record.random_weights else "") if has_weights else "—"
         delta = "baseline" if is_baseline else _points(record.accuracy - baseline.accuracy)
         lines.append(

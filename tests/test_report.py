@@ -85,7 +85,7 @@ def test_report_command_writes_markdown_and_accuracy_chart(reported_project):
     text = (reported_project / "reports/report.md").read_text()
     assert text.startswith("# featpipe report\n\n> **WARNING: random weights.**")
     assert [row.split(" | ")[1] for row in table_rows(text)] == ["vgg16-fc2-dense", "scratch-cnn", "vgg16-fc2-rf", "pixel_rf"]
-    assert "| scratch-cnn | the images | — | cnn | 0.8400 |" in text
+    assert "| scratch-cnn | the images | — | cnn | 0.8400 |" in text and "| pixel_rf | raw pixels | — | rf |" in text
     assert "resnet50" not in text
     assert "(plots/vgg16-fc2-dense-confusion.png)" in text
     assert (reported_project / "reports/plots/accuracy.png").read_bytes()[:4] == b"\x89PNG"
