@@ -72,7 +72,9 @@ class ResizeAndRescale(keras.layers.Layer):
     def call(self, images):
         x = keras.ops.cast(images, "float32")
         x = match_channels(x, self.in_channels, self.out_channels)
-        x = self.resize(x)
+        if tuple(images.shape[1:3]) != (self.resize.height, self.resize.width):
+            # At the input size already (photos prepared at 224), the bilinear resize is the identity: skipped.
+            x = self.resize(x)
         if self.preprocessing in IMAGENET_UTILS_MODES:
             # What every application's own preprocess_input calls with its mode.
             x = keras.applications.imagenet_utils.preprocess_input(x, mode=self.preprocessing)

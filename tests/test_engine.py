@@ -178,3 +178,13 @@ def test_on_jax_compilations_are_kept_in_the_keras_home_for_the_next_process(tmp
     assert any((tmp_path / "home" / "jax_cache").iterdir())
     run(JAX_COMPILATION_CACHE_DIR=str(tmp_path / "chosen"))  # a folder the user chose is used instead
     assert any((tmp_path / "chosen").iterdir())
+
+
+def test_images_at_the_input_size_skip_the_resize_and_get_the_same_numbers(keras):
+    from features.preprocessing import ResizeAndRescale
+
+    images = RNG.integers(0, 256, size=(3, 32, 32, 3), dtype=np.uint8)
+    resized = keras.ops.convert_to_numpy(keras.layers.Resizing(32, 32, interpolation="bilinear")(images.astype("float32")))
+    expected = keras.applications.vgg16.preprocess_input(resized)
+    got = keras.ops.convert_to_numpy(ResizeAndRescale((32, 32), 3, 3, "caffe")(images))
+    np.testing.assert_array_equal(got, expected)
