@@ -35,3 +35,18 @@ def relu_like_rows(rows, dim, seed=0):
     """Feature-like float32 rows: non-negative, about half of them zero (after a ReLU)."""
     values = np.random.default_rng(seed).standard_normal((rows, dim), dtype=np.float32)
     return np.maximum(values, 0)
+
+
+def join_writer(out, dim, rows):
+    """``(attrs, FeatureWriter)`` of a feature file of ``rows`` train rows of ``dim`` floats: what a join fills."""
+    from features.feature_store import FeatureWriter
+
+    attrs = {"backbone": "bench", "layer": "x", "feature_dim": dim, "class_names": ["a"], "splits": ["train", "test"]}
+    splits = {"train": (np.zeros(rows, np.int64), [f"r{i}" for i in range(rows)]), "test": (np.zeros(0, np.int64), [])}
+    return attrs, FeatureWriter(out, attrs=attrs, splits=splits, overwrite=True)
+
+
+def plain_features_dataset(file, shape):
+    """The one-thread h5py baseline's dataset: gzip level 1, chunks of 64 rows of 4,096 floats (a MiB)."""
+    return file.create_dataset("features", shape=shape, dtype="float32", chunks=(64, shape[1]),
+                               compression="gzip", compression_opts=1)

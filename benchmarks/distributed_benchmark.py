@@ -38,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import relu_like_rows, report_result, run_measurement  # noqa: E402
+from benchmarks.common import join_writer, relu_like_rows, report_result, run_measurement  # noqa: E402
 
 TARGET = "target: (2) distributed, one worker, >= 0.90 x (1) plain"
 
@@ -188,21 +188,13 @@ def measure_limits(store, workdir):
     }
 
 
-def _join_writer(out, dim, rows):
-    from features.feature_store import FeatureWriter
-
-    attrs = {"backbone": "bench", "layer": "x", "feature_dim": dim, "class_names": ["a"], "splits": ["train", "test"]}
-    splits = {"train": (np.zeros(rows, np.int64), [f"r{i}" for i in range(rows)]), "test": (np.zeros(0, np.int64), [])}
-    return attrs, FeatureWriter(out, attrs=attrs, splits=splits, overwrite=True)
-
-
 def time_join(out, dim, rows=4096, shard_size=1024):
     """Milliseconds per 1000 rows for the client to write parts (compressed by the workers) into the feature file."""
     from features.atomic import write_bytes_atomically
     from features.chunkio import CodecPool
     from features.distributed import PartFolder, ShardJoin, part_bytes, parts_folder, plan_shards
 
-    attrs, writer = _join_writer(out, dim, rows)
+    attrs, writer = join_writer(out, dim, rows)
     with writer:
         layout = writer.layout("train")
         parts = PartFolder(parts_folder(out), attrs, {"train": layout})
@@ -227,7 +219,7 @@ def time_part_write(workdir, dim, rows=1024):
     from features.chunkio import CodecPool
     from features.distributed import part_bytes
 
-    _, writer = _join_writer(workdir / f"layout-{dim}.h5", dim, rows)
+    _, writer = join_writer(workdir / f"layout-{dim}.h5", dim, rows)
     with writer:
         layout = writer.layout("train")
     values = relu_like_rows(rows, dim)

@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import relu_like_rows, report_result, run_measurement  # noqa: E402
+from benchmarks.common import join_writer, plain_features_dataset, relu_like_rows, report_result, run_measurement  # noqa: E402
 
 TARGETS = "targets (2 cores): 1 and 2 >= 1.5x their one-thread h5py baseline; 3 >= 3x the join before"
 CASES = {  # case: (featpipe's way, the baseline)
@@ -177,8 +177,7 @@ def measure_plain_write(args, work):
     out = work / "plain.h5"
     started = time.perf_counter()
     with h5py.File(out, "w") as file:
-        dataset = file.create_dataset("features", shape=rows.shape, dtype="float32", chunks=(64, 4096),
-                                      compression="gzip", compression_opts=1)
+        dataset = plain_features_dataset(file, rows.shape)
         for start in range(0, len(rows), 256):
             dataset[start : start + 256] = rows[start : start + 256]
             file.flush()
@@ -198,23 +197,16 @@ def measure_plain_read(args, work):
     return {"per_second": len(images) / (time.perf_counter() - started), "unit": "images/s"}
 
 
-def _join_files(work, rows):
-    attrs = {"backbone": "bench", "layer": "x", "feature_dim": 4096, "class_names": ["a"], "splits": ["train", "test"]}
-    splits = {"train": (np.zeros(rows, np.int64), [f"r{i}" for i in range(rows)]), "test": (np.zeros(0, np.int64), [])}
-    return attrs, splits
-
-
 def measure_join_encoded(args, work):
     """The client's join now: shards compressed on the workers, their chunks written as they are."""
     from features.chunkio import CodecPool
     from features.distributed import PartFolder, ShardJoin, part_bytes, parts_folder, plan_shards
-    from features.feature_store import FeatureWriter
     from features.atomic import write_bytes_atomically
 
     rows = np.load(work / "features.npy")
-    attrs, splits = _join_files(work, len(rows))
     out = work / "joined.h5"
-    with FeatureWriter(out, attrs=attrs, splits=splits, overwrite=True) as writer:
+    attrs, writer = join_writer(out, rows.shape[1], len(rows))
+    with writer:
         layout = writer.layout("train")
         parts = PartFolder(parts_folder(out), attrs, {"train": layout})
         shards = plan_shards({"train": len(rows), "test": 0}, {"train": 1024, "test": 1024})
@@ -242,8 +234,7 @@ def measure_join_before(args, work):
     out = work / "before.h5"
     started = time.perf_counter()
     with h5py.File(out, "w") as file:
-        dataset = file.create_dataset("features", shape=rows.shape, dtype="float32", chunks=(64, 4096),
-                                      compression="gzip", compression_opts=1)
+        dataset = plain_features_dataset(file, rows.shape)
         for start in range(0, len(rows), 1024):
             dataset[start : start + 1024] = np.load(work / f"part-{start}.npy")
             file.flush()

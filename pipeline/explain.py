@@ -90,11 +90,9 @@ class ModelLoader:
         return card
 
     def _pixels(self, name, model_file, metadata):
-        import joblib
-
         from classifiers.explain import pixel_forest_model
 
-        return pixel_forest_model(joblib.load(model_file), name=name, metadata=metadata)
+        return pixel_forest_model(_load_joblib(model_file), name=name, metadata=metadata)
 
     def _features(self, name, record, card, model_file, metadata):
         from classifiers.explain import feature_model
