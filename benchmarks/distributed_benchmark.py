@@ -190,7 +190,7 @@ def measure_limits(store, workdir):
 
 def time_join(out, dim, rows=4096, shard_size=1024):
     """Milliseconds per 1000 rows for the client to write parts (compressed by the workers) into the feature file."""
-    from features.atomic import write_bytes_atomically
+    from plumbing.atomic import write_bytes_atomically
     from features.chunkio import CodecPool
     from features.distributed import PartFolder, ShardJoin, part_bytes, parts_folder, plan_shards
 
@@ -215,7 +215,7 @@ def time_join(out, dim, rows=4096, shard_size=1024):
 
 def time_part_write(workdir, dim, rows=1024):
     """Milliseconds per 1000 rows for a worker to compress a shard into chunks and write its part."""
-    from features.atomic import write_bytes_atomically
+    from plumbing.atomic import write_bytes_atomically
     from features.chunkio import CodecPool
     from features.distributed import part_bytes
 

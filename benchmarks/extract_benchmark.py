@@ -214,8 +214,8 @@ def fitted_extractor(args, precision=None):
 
 
 def describe(extractor):
-    from features.backend import load_keras
-    from features.versions import library_versions
+    from plumbing.backend import load_keras
+    from plumbing.versions import library_versions
 
     keras = load_keras()
     versions = library_versions()
@@ -225,7 +225,7 @@ def describe(extractor):
 
 def prepared_batch(extractor, images):
     """``images`` resized and preprocessed as extract does it, as a tensor on the device."""
-    from features.backend import load_keras
+    from plumbing.backend import load_keras
     from features.preprocessing import ResizeAndRescale
 
     keras = load_keras()
@@ -240,7 +240,7 @@ def measure_ceiling(args):
     Like extract, the next batch is dispatched before the last one's rows are
     fetched (on JAX; TensorFlow's ``predict_on_batch`` runs each in turn).
     """
-    from features.backend import load_keras
+    from plumbing.backend import load_keras
     from features.engine import compiled_forward
     from features.image_store import ImageStore
 
@@ -287,7 +287,7 @@ def measure_extract(args):
 
 def measure_course(args):
     """(3): load all, resize all into one array, preprocess_input, model.predict, np.save."""
-    from features.backend import load_keras
+    from plumbing.backend import load_keras
     from features.image_store import ImageStore
 
     keras = load_keras()
@@ -315,7 +315,7 @@ def measure_course(args):
 
 def measure_stages(args):
     """Where extract's time goes: each stage alone, images per second (``--breakdown``)."""
-    from features.backend import load_keras
+    from plumbing.backend import load_keras
     from features.chunkio import CodecPool
     from features.engine import iter_feature_batches
     from features.feature_store import FeatureWriter

@@ -114,7 +114,7 @@ def photo_like(count, size=224, seed=0):
 
 
 def make_inputs(args):
-    from features.backend import load_keras
+    from plumbing.backend import load_keras
     from features.image_store import ImageSplit, write_image_store
 
     work = Path(args.workdir)
@@ -201,7 +201,7 @@ def measure_join_encoded(args, work):
     """The client's join now: shards compressed on the workers, their chunks written as they are."""
     from features.chunkio import CodecPool
     from features.distributed import PartFolder, ShardJoin, part_bytes, parts_folder, plan_shards
-    from features.atomic import write_bytes_atomically
+    from plumbing.atomic import write_bytes_atomically
 
     rows = np.load(work / "features.npy")
     out = work / "joined.h5"
@@ -244,7 +244,7 @@ def measure_join_before(args, work):
 
 
 def _prepare(args, work, workers):
-    from features.sources import prepare_dataset
+    from sources import prepare_dataset
 
     started = time.perf_counter()
     dataset = prepare_dataset("folder", work / "jpegs", image_size=224, test_fraction=0.2, workers=workers)

@@ -1,4 +1,5 @@
-"""Shallow learners on feature matrices, the pixel baseline, and their evaluation.
+"""The models of the report's rows: the shallow learners on feature matrices, the pixel
+baseline, the CNNs on the images (:mod:`classifiers.cnn`), their records and evaluation.
 
 A registry maps each classifier name (``rf``, ``svm``, ``dense``) to a builder
 taking the seed and plain options; :func:`available` lists them. Importing

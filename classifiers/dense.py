@@ -12,8 +12,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import train_test_split
 
 from classifiers.registry import register
-from features.atomic import atomic_output
-from features.backend import load_keras
+from plumbing.atomic import atomic_output
+from plumbing.backend import load_keras
 
 PREDICT_BATCH = 4096
 

@@ -14,8 +14,8 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from features.atomic import atomic_output
-from features.errors import FeatpipeError
+from plumbing.atomic import atomic_output
+from plumbing.errors import FeatpipeError
 
 FINITE_CHECK_ROWS = 4096
 
@@ -168,7 +168,7 @@ def save_confusion(csv_path, png_path, y_true, y_pred, class_names, title):
     y_true, y_pred : ndarray of shape (n_test,), class indices
     class_names : list of str
     """
-    from classifiers.plots import save_confusion_png
+    from reporting.plots import save_confusion_png
 
     write_confusion_csv(csv_path, y_true, y_pred, class_names)
     save_confusion_png(png_path, confusion_counts(y_true, y_pred, len(class_names)), class_names, title)

@@ -21,7 +21,7 @@ import math
 import os
 import typing
 
-from features.errors import FeatpipeError
+from plumbing.errors import FeatpipeError
 
 # What a model takes as input, which decides how it is fed images (explain) and shown (report).
 INPUTS = ("pixels", "features", "images")

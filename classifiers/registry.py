@@ -17,8 +17,8 @@ from typing import Callable
 
 import joblib
 
-from features.atomic import atomic_output
-from features.registry import Registry
+from plumbing.atomic import atomic_output
+from plumbing.registry import Registry
 
 
 def save_joblib(model, path):

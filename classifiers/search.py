@@ -3,7 +3,7 @@
 import numpy as np
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
-from features.errors import FeatpipeError
+from plumbing.errors import FeatpipeError
 
 
 def check_grid(estimator, grid, name):

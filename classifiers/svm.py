@@ -7,7 +7,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
 from classifiers.registry import register, save_joblib
-from features.errors import FeatpipeError
+from plumbing.errors import FeatpipeError
 
 
 def check_rbf_size(n_rows, max_rbf_samples):

@@ -1,4 +1,4 @@
-"""featpipe's feature library: image store, backbones, extraction, feature files.
+"""CNN features: the image store, the backbones, the extraction engine and its I/O, the feature files, Dask.
 
 It knows nothing of DVC, click or params.yaml; the ``pipeline`` package does.
 """

@@ -27,8 +27,8 @@ Keras is imported only when a model is built, so listing the registry (and
 import dataclasses
 from pathlib import Path
 
-from features.errors import FeatpipeError, first_line
-from features.registry import Registry
+from plumbing.errors import FeatpipeError, first_line
+from plumbing.registry import Registry
 
 BACKBONES = Registry("backbone", alternatives="or a path to a .keras model file")
 

@@ -22,9 +22,9 @@ import logging
 import os
 import sys
 
-from features.backend import keras_home
-from features.errors import FeatpipeError
-from features.versions import featpipe_version
+from plumbing.backend import keras_home
+from plumbing.errors import FeatpipeError
+from plumbing.versions import featpipe_version
 
 log = logging.getLogger(__name__)
 

@@ -39,10 +39,10 @@ from pathlib import Path
 
 import numpy as np
 
-from features.atomic import write_bytes_atomically
+from plumbing.atomic import write_bytes_atomically
 from features.chunkio import CodecPool
 from features.cluster import dask_client, dashboard_link
-from features.errors import FeatpipeError
+from plumbing.errors import FeatpipeError
 from features.feature_store import FeatureWriter, identity, identity_mismatch
 from features.image_store import SPLITS, ImageStore
 

@@ -29,13 +29,13 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from features.backbones import PREPROCESSING_MODES, get_backbone, is_model_file, load_model_file
-from features.backend import load_keras
+from plumbing.backend import load_keras
 from features.chunkio import CodecPool
-from features.errors import FeatpipeError, first_line
+from plumbing.errors import FeatpipeError, first_line
 from features.feature_store import FeatureWriter
 from features.image_store import SPLITS, ImageStore
 from features.streaming import PREFETCH_BATCHES, RowSink, iter_image_batches
-from features.versions import library_versions
+from plumbing.versions import library_versions
 from features.weights import build_with_weights, file_sha256, resolve_weights, strict_weight_loading
 
 log = logging.getLogger(__name__)

@@ -26,9 +26,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from features.atomic import exclusive_output, flush_to_disk, partial_path
+from plumbing.atomic import exclusive_output, flush_to_disk, partial_path
 from features.chunkio import ChunkWriter, CodecPool, copy_chunks, intact_rows, row_chunk_layout, rows_per_chunk
-from features.errors import FeatpipeError, first_line
+from plumbing.errors import FeatpipeError, first_line
 from features.image_store import SPLITS, STRING, _plain
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ class FeatureWriter:
     how many rows of each split are on disk, verified by reading them back.
 
     From construction to :meth:`finish` or :meth:`close` the writer holds
-    ``<path>.lock`` (:func:`features.atomic.exclusive_output`): a second
+    ``<path>.lock`` (:func:`plumbing.atomic.exclusive_output`): a second
     process writing the same file is refused. Every HDF5 write and flush is
     checked; one that fails (a full disk) ends in a one-line
     :class:`FeatpipeError` and leaves the ``.partial`` for the resume, never

@@ -21,9 +21,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from features.atomic import atomic_output, exclusive_output
+from plumbing.atomic import atomic_output, exclusive_output
 from features.chunkio import CodecPool, iter_row_blocks, write_array
-from features.errors import FeatpipeError, first_line
+from plumbing.errors import FeatpipeError, first_line
 
 SPLITS = ("train", "test")
 STRING = h5py.string_dtype("utf-8")

@@ -20,7 +20,7 @@ backbone after it.
 """
 
 from features.backbones import PREPROCESSING_MODES
-from features.backend import load_keras
+from plumbing.backend import load_keras
 
 keras = load_keras()
 

@@ -23,8 +23,8 @@ import re
 import warnings
 from pathlib import Path
 
-from features.backend import keras_home, seeded_initialisation
-from features.errors import FeatpipeError, first_line
+from plumbing.backend import keras_home, seeded_initialisation
+from plumbing.errors import FeatpipeError, first_line
 
 RANDOM_WEIGHTS_WARNING = "WARNING: random weights (--weights none): these features are not ImageNet features"
 
@@ -109,7 +109,7 @@ def strict_weight_loading():
 def build_with_weights(backbone, keras, choice, seed=0):
     """Build ``backbone``'s full Keras application with the weights ``choice`` names.
 
-    Random weights are drawn from ``seed`` alone (:func:`features.backend.seeded_initialisation`).
+    Random weights are drawn from ``seed`` alone (:func:`plumbing.backend.seeded_initialisation`).
     Offline ImageNet weights end in a :class:`FeatpipeError` that names the file
     Keras wanted; a weights file that doesn't fit the model ends in one too.
 

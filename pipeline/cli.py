@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from features.errors import FeatpipeError
+from plumbing.errors import FeatpipeError
 from pipeline import __version__
 from pipeline.backbones import backbones
 from pipeline.baseline import baseline

@@ -34,9 +34,9 @@ def classifier_names(params):
 
 
 def curve_models(params, feature_paths, names, pixels, store):
-    """The pixel forest and every classifier on every feature file, as :class:`~classifiers.curves.CurveModel`."""
+    """The pixel forest and every classifier on every feature file, as :class:`~learning_curves.curves.CurveModel`."""
     from classifiers import build
-    from classifiers.curves import CurveModel
+    from learning_curves.curves import CurveModel
     from features.feature_store import load_features
 
     models = [CurveModel(paths.BASELINE_MODEL, "pixels", "rf", functools.partial(build, "rf", **params["baseline"]),
@@ -56,9 +56,9 @@ def curve_models(params, feature_paths, names, pixels, store):
 
 def write_curves(summary, results, weights):
     """curves.json, curves.csv and curves.png."""
-    from classifiers.curves import curve_table
+    from learning_curves.curves import curve_table
     from classifiers.evaluation import write_csv, write_json
-    from classifiers.plots import save_curves_png
+    from reporting.plots import save_curves_png
 
     summary = {**summary, "weights": weights, "random_weights": sorted(name for name, w in weights.items() if w == "none")}
     write_json(paths.CURVES_JSON, summary, compact=("draws",))
@@ -71,8 +71,8 @@ def write_curves(summary, results, weights):
 
 def draw_embeddings(models, y_test, class_names, seed, weights):
     """A t-SNE picture of the test rows of the pixels and of every feature file."""
-    from classifiers.curves import embedding_rows, tsne_embedding
-    from classifiers.plots import save_embedding_png
+    from learning_curves.embeddings import embedding_rows, tsne_embedding
+    from reporting.plots import save_embedding_png
 
     rows = embedding_rows(y_test, seed=seed)
     shown = {}
@@ -96,7 +96,7 @@ def draw_embeddings(models, y_test, class_names, seed, weights):
 @scheduler_option
 def curves(params_path, images, feature_paths, repeats, scheduler):
     """Learning curves: test accuracy against labelled images per class, for the pixel forest and every model."""
-    from classifiers.curves import draw_subsets, fit_curves, summarise_curves
+    from learning_curves.curves import draw_subsets, fit_curves, summarise_curves
     from classifiers.fanout import joblib_backend
 
     params = stage_params(params_path, section="curves", repeats=repeats)

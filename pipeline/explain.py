@@ -3,7 +3,7 @@
 A seeded sample of ``explain.per_class`` test images of every class; for
 every model the params ask the training stages for (the pixel forest, each
 classifier on each feature file, the CNNs on the images) the maps of every
-method in ``explain.methods`` that applies to it (:mod:`classifiers.explain`).
+method in ``explain.methods`` that applies to it (:mod:`explanations`).
 The images go through the backbone exactly as ``extract`` put them through
 it: the same registry entry, resize and rescale, weights (checked by their
 SHA-256) and precision. Writes, per model::
@@ -15,7 +15,7 @@ SHA-256) and precision. Writes, per model::
 
 import click
 
-from features.errors import FeatpipeError
+from plumbing.errors import FeatpipeError
 from pipeline import paths
 from pipeline.inputs import store_description
 from pipeline.options import images_option, params_option
@@ -23,7 +23,7 @@ from pipeline.stage import expected_records, params_key, stage_params
 
 
 def checked_methods(settings):
-    from classifiers.explain import check_methods
+    from explanations import check_methods
 
     with params_key("explain.methods"):
         return check_methods(settings["methods"])
@@ -31,7 +31,7 @@ def checked_methods(settings):
 
 def sample_images(images, per_class, seed):
     """``(images, labels, ids)`` of ``per_class`` test images of every class, chosen by ``seed``."""
-    from classifiers.curves import draw_subsets
+    from learning_curves.curves import draw_subsets
     from features.image_store import ImageStore
 
     with ImageStore(images) as store:
@@ -48,11 +48,11 @@ def check_patch(settings, image_shape):
 
 
 class ModelLoader:
-    """Each trained model as an :class:`~classifiers.explain.ExplainableModel`, from its files.
+    """Each trained model as an :class:`~explanations.ExplainableModel`, from its files.
 
     Refuses, before any map is made, a model whose folder is missing or was
     trained on another image store. Feature models on one feature file share
-    one backbone (:class:`~classifiers.explain.SharedExtractor`).
+    one backbone (:class:`~explanations.SharedExtractor`).
     """
 
     def __init__(self, params, store):
@@ -90,28 +90,28 @@ class ModelLoader:
         return card
 
     def _pixels(self, name, model_file, metadata):
-        from classifiers.explain import pixel_forest_model
+        from explanations import pixel_forest_model
 
         return pixel_forest_model(_load_joblib(model_file), name=name, metadata=metadata)
 
     def _features(self, name, record, card, model_file, metadata):
-        from classifiers.explain import feature_model
-        from classifiers.keras_training import load_model
+        from explanations import feature_model
+        from classifiers.cnn.training import load_model
 
         extractor = self._extractor(record.feature_file)
         classifier = load_model(model_file) if model_file.suffix == ".keras" else _load_joblib(model_file)
         return feature_model(extractor, classifier, name=name, classes=card["output_labels"], metadata=metadata)
 
     def _images(self, name, card, model_file, record, metadata):
-        from classifiers.explain import keras_classifier_model
-        from classifiers.keras_training import load_model
+        from explanations import keras_classifier_model
+        from classifiers.cnn.training import load_model
 
         metadata.update(backbone=record.backbone, weights=record.weights, random_weights=record.random_weights)
         return keras_classifier_model(load_model(model_file), card["output_labels"], name=name, metadata=metadata)
 
     def _extractor(self, feature_file):
         """The backbone that made ``feature_file``, built once, with the weights it was made with."""
-        from classifiers.explain import SharedExtractor
+        from explanations import SharedExtractor
         from features.engine import FeatureExtractor
         from features.feature_store import complete_metadata
 
@@ -140,7 +140,7 @@ def _load_joblib(path):
 
 def explain_model(model, images, labels, ids, settings, class_names, seed):
     """Every applicable method's maps of ``model``; writes its .h5 and .png; the seconds per method."""
-    from classifiers.explain import applicable_methods, explain, save_explanation_grid, write_explanations
+    from explanations import applicable_methods, explain, save_explanation_grid, write_explanations
 
     methods = applicable_methods(model, settings["methods"])
     found = explain(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from features.errors import FeatpipeError
+from plumbing.errors import FeatpipeError
 from pipeline import paths
 from pipeline.options import images_option, params_option, scheduler_option
 from pipeline.stage import stage_params

@@ -4,7 +4,7 @@ One model per entry of ``finetune.backbones`` (``featpipe finetune --backbone
 vgg16``; DVC makes a stage per entry, none by default, since on a CPU it is
 slow): the backbone without its top and a new head, the head trained first
 with the backbone frozen, then the last ``finetune.unfreeze`` blocks too at a
-lower rate (:mod:`classifiers.finetune`). Images are resized and
+lower rate (:mod:`classifiers.cnn.finetune`). Images are resized and
 preprocessed exactly as ``extract`` does (the same layer), with the weights
 ``extract.weights`` names, never swapped for others. Writes what ``scratch``
 writes, under ``<backbone>-finetune``.
@@ -12,7 +12,7 @@ writes, under ``<backbone>-finetune``.
 
 import click
 
-from features.errors import FeatpipeError
+from plumbing.errors import FeatpipeError
 from pipeline.options import images_option, params_option
 from pipeline.image_models import load_images, write_image_model
 from pipeline.stage import keras_verbosity, params_key, stage_params
@@ -29,7 +29,7 @@ def record_names(params):
 
 
 def fit_settings(settings):
-    """``finetune`` params as :func:`classifiers.finetune.fit_finetune` takes them."""
+    """``finetune`` params as :func:`classifiers.cnn.finetune.fit_finetune` takes them."""
     options = {key: value for key, value in settings.items() if key != "backbones"}
     side = options.pop("input_size")
     return {**options, "input_size": None if side is None else (side, side)}
@@ -41,8 +41,8 @@ def fit_settings(settings):
 @click.option("--backbone", required=True, help="A registry backbone (see `featpipe backbones`), e.g. vgg16.")
 def finetune(params_path, images, backbone):
     """Fine-tune a pretrained backbone on the stored images: the head first, then its last blocks."""
-    from classifiers.finetune import finetune_backbone, fit_finetune
-    from classifiers.keras_training import check_augment, evaluate
+    from classifiers.cnn.finetune import finetune_backbone, fit_finetune
+    from classifiers.cnn.training import check_augment, evaluate
     from features.weights import RANDOM_WEIGHTS_WARNING
 
     params = stage_params(params_path)

@@ -20,7 +20,7 @@ def load_images(images):
 
 def write_image_model(name, classifier, model, metrics, predicted, test_labels, class_names, settings, seed, data, **source):
     """The record and files of an image model (scratch or fine-tuned): what ``train`` writes for the others."""
-    from classifiers.keras_training import save_model
+    from classifiers.cnn.training import save_model
     from classifiers.records import ModelRecord, write_model_outputs
 
     record = ModelRecord(model=name, classifier=classifier, input="images", **metrics, features="images",

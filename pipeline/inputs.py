@@ -5,7 +5,7 @@ feature file made from another image store is refused the same way
 everywhere.
 """
 
-from features.errors import FeatpipeError
+from plumbing.errors import FeatpipeError
 
 
 def store_description(images):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from features.errors import FeatpipeError
+from plumbing.errors import FeatpipeError
 
 
 class Rule:

@@ -1,7 +1,7 @@
 """The `prepare` stage: bring a labelled image source into ``data/prepared/images.h5``.
 
 Reads ``params.yaml`` (``seed`` and ``data.*``); options given on the command
-line override it. The work is :func:`features.sources.prepare_dataset` and
+line override it. The work is :func:`sources.prepare_dataset` and
 :func:`features.image_store.write_image_store`; this module only wires them to
 params and prints a summary for people.
 """
@@ -9,7 +9,7 @@ params and prints a summary for people.
 import click
 
 from features.image_store import SPLITS, write_image_store
-from features.sources import prepare_dataset
+from sources import prepare_dataset
 from pipeline import paths
 from pipeline.options import params_option
 from pipeline.stage import stage_params

@@ -9,8 +9,8 @@ import os
 
 import click
 
-from features.atomic import atomic_output
-from features.errors import FeatpipeError
+from plumbing.atomic import atomic_output
+from plumbing.errors import FeatpipeError
 from pipeline import paths
 from pipeline.options import params_option
 from pipeline.stage import expected_records, stage_params
@@ -36,7 +36,7 @@ def learning_curves():
     """The "How many labels?" section from ``reports/curves/curves.json``, or a line saying how to get it."""
     import json
 
-    from classifiers.reporting import curves_section
+    from reporting.markdown import curves_section
 
     try:
         summary = json.loads(paths.CURVES_JSON.read_text())
@@ -53,8 +53,8 @@ def learning_curves():
 
 def training_curves(models):
     """Draw the training curves of every model trained by epochs (the CNNs); their section of the report."""
-    from classifiers.plots import save_training_curves
-    from classifiers.reporting import training_section
+    from reporting.plots import save_training_curves
+    from reporting.markdown import training_section
 
     pictures = []
     for record in models:
@@ -67,7 +67,7 @@ def training_curves(models):
 
 def where_the_models_look(baseline, models):
     """The explanation grids of the best feature model and of the pixel forest, those that exist."""
-    from classifiers.reporting import explanations_section, rank
+    from reporting.markdown import explanations_section, rank
 
     features = [record for record in models if record.input == "features"]
     shown = ([rank(features)[0]] if features else []) + [baseline]
@@ -85,8 +85,8 @@ def where_the_models_look(baseline, models):
 def report(params_path, metrics_paths):
     """Write reports/report.md: every model against the pixel baseline, sorted by accuracy."""
     # Imported here, not at the top, so that `featpipe --help` does not pay for matplotlib.
-    from classifiers.plots import save_accuracy_chart
-    from classifiers.reporting import random_weight_sources, rank, render_report
+    from reporting.plots import save_accuracy_chart
+    from reporting.markdown import random_weight_sources, rank, render_report
 
     params = stage_params(params_path)
     baseline, models = read_records(params, metrics_paths)

@@ -3,7 +3,7 @@
 The course's tricks of the trade, each a ``scratch`` setting: input
 normalisation, batch norm, dropout, augmentation as Keras layers inside the
 model, Adam with a learning-rate schedule, early stopping on a stratified
-validation split (:mod:`classifiers.cnn`). Writes what ``train`` writes
+validation split (:mod:`classifiers.cnn.scratch`). Writes what ``train`` writes
 (:mod:`classifiers.records`)::
 
     data/models/scratch-cnn/model.keras, model.json   (the model takes the uint8 images as stored)
@@ -30,8 +30,8 @@ def record_names(params):
 @images_option
 def scratch(params_path, images):
     """Train a small CNN from scratch on the stored images (the course's tricks of the trade)."""
-    from classifiers.cnn import fit_scratch_cnn
-    from classifiers.keras_training import check_augment, evaluate
+    from classifiers.cnn.scratch import fit_scratch_cnn
+    from classifiers.cnn.training import check_augment, evaluate
 
     params = stage_params(params_path)
     settings = params["scratch"]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import click
 
-from features.errors import FeatpipeError
+from plumbing.errors import FeatpipeError
 from pipeline import paths
 from pipeline.params import SCHEMA, defaults, load_params, override
 

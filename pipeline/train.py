@@ -15,7 +15,7 @@ image store, and fit for every classifier asked for.
 
 import click
 
-from features.errors import FeatpipeError
+from plumbing.errors import FeatpipeError
 from pipeline import paths
 from pipeline.inputs import checked_feature_file, store_description
 from pipeline.options import images_option, params_option, scheduler_option

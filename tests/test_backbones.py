@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from features.backbones import PREPROCESSING_MODES, get_backbone, list_backbones
-from features.errors import FeatpipeError
+from plumbing.errors import FeatpipeError
 from features.weights import RANDOM_WEIGHTS_WARNING, resolve_weights
 from tests.conftest import uninitialised_weights
 
@@ -15,7 +15,7 @@ REQUIRED = {"vgg16", "vgg19", "resnet50", "mobilenet_v2", "efficientnet_b0", "in
 
 @pytest.fixture(scope="module")
 def keras():
-    from features.backend import load_keras
+    from plumbing.backend import load_keras
 
     return load_keras()
 
@@ -89,7 +89,7 @@ def test_imagenet_offline_names_the_file_keras_wanted_and_where_it_goes(tmp_path
 
     code = (
         "from features.engine import FeatureExtractor\n"
-        "from features.errors import FeatpipeError\n"
+        "from plumbing.errors import FeatpipeError\n"
         "try:\n"
         "    FeatureExtractor('mobilenet_v2', weights='imagenet').fit()\n"
         "except FeatpipeError as error:\n"

@@ -11,7 +11,7 @@ from classifiers.dense import save_dense, validation_split
 from classifiers.evaluation import check_training_data, confusion_counts, score, write_confusion_csv
 from classifiers.search import check_folds, make_search, summarise
 from classifiers.svm import FeatureSVM
-from features.errors import FeatpipeError
+from plumbing.errors import FeatpipeError
 from tests.conftest import separable_features
 
 NAMES = ["a", "b", "c"]
@@ -56,7 +56,7 @@ def test_sklearn_classifiers_fit_predict_and_repeat_with_the_seed(data, name, op
 
 
 def test_dense_head_learns_repeats_with_the_seed_and_saves_a_standalone_model(data, tmp_path):
-    from features.backend import load_keras
+    from plumbing.backend import load_keras
 
     X_train, y_train, X_test, y_test = data
     # 15 epochs of 4 steps: at Adam's default 1e-3 whether the head learns in time

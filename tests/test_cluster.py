@@ -7,7 +7,7 @@ import pytest
 
 from features import cluster
 from features.cluster import check_workers, dask_client
-from features.errors import FeatpipeError
+from plumbing.errors import FeatpipeError
 from tests.conftest import free_port
 
 

@@ -3,15 +3,15 @@
 import numpy as np
 import pytest
 
-from classifiers.cnn import build_scratch_cnn, fit_scratch_cnn
-from classifiers.keras_training import (
+from classifiers.cnn.scratch import build_scratch_cnn, fit_scratch_cnn
+from classifiers.cnn.training import (
     AUGMENTATIONS,
     TrainingSettings,
     fit_with_early_stopping,
     predict_probabilities,
     save_model,
 )
-from features.errors import FeatpipeError
+from plumbing.errors import FeatpipeError
 from tests.conftest import probabilities_in_a_fresh_process
 
 N_CLASSES = 3
@@ -21,7 +21,7 @@ TINY = {"filters": (4,), "dense_units": 8}
 
 @pytest.fixture(scope="module")
 def keras():
-    from features.backend import load_keras
+    from plumbing.backend import load_keras
 
     return load_keras()
 

@@ -9,8 +9,9 @@ import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 import classifiers
-from classifiers import curves, plots
-from features.errors import FeatpipeError
+from learning_curves import curves, embeddings
+from reporting import plots
+from plumbing.errors import FeatpipeError
 from tests.conftest import separable_features
 
 N_CLASSES = 3
@@ -287,12 +288,12 @@ def test_dense_head_curves_repeat_exactly(splits):
 
 def test_embedding_rows_are_a_seeded_stratified_sample():
     labels = np.repeat([0, 1, 2], [500, 300, 200])
-    rows = curves.embedding_rows(labels, max_rows=100, seed=3)
+    rows = embeddings.embedding_rows(labels, max_rows=100, seed=3)
     assert len(rows) == 100 and np.all(np.diff(rows) > 0)
     assert np.bincount(labels[rows]).tolist() == [50, 30, 20]
-    assert np.array_equal(rows, curves.embedding_rows(labels, max_rows=100, seed=3))
-    assert not np.array_equal(rows, curves.embedding_rows(labels, max_rows=100, seed=4))
-    assert np.array_equal(curves.embedding_rows(labels[:80], max_rows=100), np.arange(80))
+    assert np.array_equal(rows, embeddings.embedding_rows(labels, max_rows=100, seed=3))
+    assert not np.array_equal(rows, embeddings.embedding_rows(labels, max_rows=100, seed=4))
+    assert np.array_equal(embeddings.embedding_rows(labels[:80], max_rows=100), np.arange(80))
 
 
 def test_tsne_keeps_separable_classes_apart_and_repeats_with_the_seed():
@@ -303,13 +304,13 @@ def test_tsne_keeps_separable_classes_apart_and_repeats_with_the_seed():
     # decides every distance and a t-SNE mixes the classes (k-NN score about 0.5).
     features = separable_features(labels, 0, n_features=8)
     features[:, N_CLASSES:] *= np.logspace(1, 3, 5, dtype=np.float32)
-    embedded = curves.tsne_embedding(features, seed=2, pca_components=4)
+    embedded = embeddings.tsne_embedding(features, seed=2, pca_components=4)
     assert embedded.shape == (90, 2) and embedded.dtype == np.float32 and np.isfinite(embedded).all()
     neighbours = KNeighborsClassifier(5).fit(embedded, labels)
     assert neighbours.score(embedded, labels) > 0.9, "classes separable in the features are mixed in the picture"
-    np.testing.assert_array_equal(curves.tsne_embedding(features, seed=2, pca_components=4), embedded)
+    np.testing.assert_array_equal(embeddings.tsne_embedding(features, seed=2, pca_components=4), embedded)
     with pytest.raises(FeatpipeError, match=r"^embedding: expected features \[N, D\] with N >= 4, got shape \(3, 8\)$"):
-        curves.tsne_embedding(features[:3], seed=0)
+        embeddings.tsne_embedding(features[:3], seed=0)
 
 
 def test_plots_are_whole_pngs(models, splits, tmp_path):

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 from features import distributed
-from features.atomic import partial_path, write_bytes_atomically
+from plumbing.atomic import partial_path, write_bytes_atomically
 from features.chunkio import CodecPool
 from features.distributed import PartFolder, Shard, ShardJoin, extract_distributed, parts_folder, plan_shards
 from features.engine import extract_features
-from features.errors import FeatpipeError
+from plumbing.errors import FeatpipeError
 from features.feature_store import FeatureWriter, load_features, read_metadata
 from features.image_store import SPLITS, ImageStore, write_image_store
 from tests.conftest import CLASS_NAMES, make_splits

@@ -5,7 +5,7 @@ import pickle
 import numpy as np
 import pytest
 
-from features.errors import FeatpipeError
+from plumbing.errors import FeatpipeError
 
 RNG = np.random.default_rng(7)
 GRAY = RNG.integers(0, 256, size=(3, 20, 20, 1), dtype=np.uint8)
@@ -14,7 +14,7 @@ RGB = RNG.integers(0, 256, size=(3, 24, 18, 3), dtype=np.uint8)
 
 @pytest.fixture(scope="module")
 def keras():
-    from features.backend import load_keras
+    from plumbing.backend import load_keras
 
     return load_keras()
 
@@ -165,7 +165,7 @@ def test_on_jax_compilations_are_kept_in_the_keras_home_for_the_next_process(tmp
     from pathlib import Path
 
     pytest.importorskip("jax")  # the cache is JAX's: TensorFlow and torch have no such thing to turn on
-    code = "from features.backend import load_keras; keras = load_keras(); print(keras.random.uniform((2, 3)).shape)"
+    code = "from plumbing.backend import load_keras; keras = load_keras(); print(keras.random.uniform((2, 3)).shape)"
     env = {name: value for name, value in os.environ.items() if not name.startswith("JAX_")}
     env.update(KERAS_BACKEND="jax", KERAS_HOME=str(tmp_path / "home"))
 

@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 import pytest
 
-from classifiers.explain import (
+from explanations import (
     ExplainableModel,
     explain,
     feature_model,
@@ -29,8 +29,8 @@ from classifiers.explain import (
     save_explanation_grid,
     write_explanations,
 )
-from classifiers.explain.occlusion import occlusion_maps, patch_corners
-from features.errors import FeatpipeError
+from explanations.occlusion import occlusion_maps, patch_corners
+from plumbing.errors import FeatpipeError
 
 SIZE, SQUARE, NOISE = 32, 8, 140
 QUADRANTS = ["top-left", "top-right", "bottom-left", "bottom-right"]
@@ -45,7 +45,7 @@ GUIDED_BACKPROP_FAILS = pytest.mark.xfail(
 
 @pytest.fixture(scope="module")
 def keras():
-    from features.backend import load_keras
+    from plumbing.backend import load_keras
 
     return load_keras()
 
@@ -277,8 +277,8 @@ def test_a_gradient_method_on_a_forest_is_refused_with_what_applies(models, data
 
 @pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3)])
 def test_lime_is_seeded_and_recovers_what_each_superpixel_adds_to_a_linear_model(shape):
-    from classifiers.explain.lime import superpixel_labels
-    from classifiers.explain.occlusion import fill_colour
+    from explanations.lime import superpixel_labels
+    from explanations.occlusion import fill_colour
 
     weights = np.random.default_rng(1).uniform(0, 1, size=shape)
 
@@ -305,8 +305,8 @@ def test_lime_is_seeded_and_recovers_what_each_superpixel_adds_to_a_linear_model
 
 
 def test_guided_backprop_passes_only_positive_gradients_through_relus(keras):
-    from classifiers.explain.gradients import input_gradients
-    from classifiers.explain.graphs import gradient_graphs
+    from explanations.gradients import input_gradients
+    from explanations.graphs import gradient_graphs
 
     layers = keras.layers
     keras.utils.set_random_seed(0)
@@ -350,7 +350,7 @@ def test_a_keras_cnn_on_the_images_gets_every_method(keras, backbone_file, data)
 
 
 def test_other_backends_are_refused_for_gradients(keras, monkeypatch):
-    from classifiers.explain.gradients import input_gradients
+    from explanations.gradients import input_gradients
 
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     monkeypatch.setattr(keras.backend, "backend", lambda: "torch")

@@ -38,7 +38,7 @@ def invoke(*args):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A project with an image store, a feature file from a tiny CNN, and every model trained."""
-    from features.backend import load_keras
+    from plumbing.backend import load_keras
 
     keras = load_keras()
     root = tmp_path_factory.mktemp("project")

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from features import load_features, read_metadata
-from features.atomic import partial_path
-from features.errors import FeatpipeError
+from plumbing.atomic import partial_path
+from plumbing.errors import FeatpipeError
 from features.image_store import ImageStore, write_image_store
 
 from tests.conftest import CLASS_NAMES, make_splits
@@ -251,7 +251,7 @@ def test_settings_that_differ_from_the_finished_file_are_refused(in_tmp_project,
 @pytest.fixture
 def model_file(tmp_path):
     """A small user CNN for 16x16 grayscale images, saved as .keras."""
-    from features.backend import load_keras
+    from plumbing.backend import load_keras
 
     keras = load_keras()
     keras.utils.set_random_seed(0)

@@ -5,8 +5,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from classifiers import finetune
-from classifiers.finetune import (
+from classifiers.cnn import finetune
+from classifiers.cnn.finetune import (
     build_finetune_model,
     first_unfrozen_layer,
     fit_finetune,
@@ -14,13 +14,13 @@ from classifiers.finetune import (
     fit_unfrozen_blocks,
     unfreeze_blocks,
 )
-from classifiers.keras_training import (
+from classifiers.cnn.training import (
     TrainingSettings,
     predict_probabilities,
     save_model,
 )
 from features.backbones import get_backbone, list_backbones
-from features.errors import FeatpipeError
+from plumbing.errors import FeatpipeError
 from tests.conftest import probabilities_in_a_fresh_process, uninitialised_weights
 
 N_CLASSES = 3
@@ -118,7 +118,7 @@ def test_fine_tuning_runs_end_to_end_and_the_saved_model_alone_reproduces_its_te
 
 
 def test_every_registry_backbone_has_its_blocks_in_order_in_its_keras_model():
-    from features.backend import load_keras
+    from plumbing.backend import load_keras
 
     keras = load_keras()
     for name in list_backbones():

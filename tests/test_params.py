@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from features.errors import FeatpipeError
+from plumbing.errors import FeatpipeError
 from pipeline.params import defaults, load_params, override, validate
 
 

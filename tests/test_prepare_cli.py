@@ -11,7 +11,7 @@ import yaml
 from click.testing import CliRunner
 from PIL import Image
 
-from features.atomic import partial_path
+from plumbing.atomic import partial_path
 from features.image_store import ImageStore
 from pipeline.cli import cli, run
 
@@ -165,7 +165,7 @@ def test_console_script_error_has_no_traceback(fashion_project):
 
 
 def test_importing_prepare_loads_no_deep_learning_framework():
-    code = "import sys, pipeline.prepare, features.sources; print(sorted({'keras', 'tensorflow'} & set(sys.modules)))"
+    code = "import sys, pipeline.prepare, sources; print(sorted({'keras', 'tensorflow'} & set(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "[]", done.stderr
 

@@ -7,7 +7,7 @@ import yaml
 from click.testing import CliRunner
 
 from classifiers.records import ModelRecord
-from classifiers.reporting import rank, render_report
+from reporting.markdown import rank, render_report
 from pipeline.cli import cli, run
 from tests.conftest import BASELINE, DATA, record
 

@@ -7,9 +7,9 @@ import struct
 import numpy as np
 import pytest
 
-from features.errors import FeatpipeError
-from features.sources import cifar10, keras_cache, prepare_dataset
-from features.sources.cifar10 import read_batch
+from plumbing.errors import FeatpipeError
+from sources import cifar10, keras_cache, prepare_dataset
+from sources.cifar10 import read_batch
 
 PER_BATCH = 10  # one image of each class
 

@@ -5,9 +5,9 @@ import gzip
 import numpy as np
 import pytest
 
-from features.errors import FeatpipeError
-from features.sources import fashion_mnist, keras_cache, prepare_dataset
-from features.sources.idx import read_idx
+from plumbing.errors import FeatpipeError
+from sources import fashion_mnist, keras_cache, prepare_dataset
+from sources.idx import read_idx
 
 TRAIN_PER_CLASS, TEST_PER_CLASS = 3, 2
 

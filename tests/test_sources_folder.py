@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from features.errors import FeatpipeError
+from plumbing.errors import FeatpipeError
 from features.image_store import write_image_store
-from features.sources import prepare_dataset
-from features.sources.decode import UnreadableImage, read_image
+from sources import prepare_dataset
+from sources.decode import UnreadableImage, read_image
 
 SIZE = 16
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
@@ -191,8 +191,8 @@ def test_train_and_test_folders_give_the_split(tmp_path):
 LOAD_AS_A_USER = """
 import json, os, sys
 from PIL import Image
-from features.errors import FeatpipeError
-from features.sources import prepare_dataset
+from plumbing.errors import FeatpipeError
+from sources import prepare_dataset
 warm, folder = sys.argv[1:]
 Image.init()  # Pillow imports its plugins lazily: before the privileges go
 prepare_dataset("folder", warm, image_size=16, max_bad_fraction=1.0, seed=0)

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from features.errors import FeatpipeError
-from features.sources import Dataset, get_source, list_sources, take_subset
-from features.sources.subsets import allocate, stratified_split, stratified_subset
+from plumbing.errors import FeatpipeError
+from sources import Dataset, get_source, list_sources, take_subset
+from sources.subsets import allocate, stratified_split, stratified_subset
 from features.image_store import ImageSplit
 
 

@@ -4,8 +4,8 @@ import h5py
 import numpy as np
 import pytest
 
-from features.atomic import atomic_output, partial_path
-from features.errors import FeatpipeError
+from plumbing.atomic import atomic_output, partial_path
+from plumbing.errors import FeatpipeError
 from features.feature_store import FeatureWriter, load_features, read_metadata
 from features.image_store import ImageStore, content_fingerprint, write_image_store
 from tests.conftest import CLASS_NAMES, make_splits

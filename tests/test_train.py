@@ -60,7 +60,7 @@ def test_train_writes_model_metrics_and_plots_for_every_classifier(project):
 def test_saved_models_load_and_predict_like_the_metrics_say(project):
     import joblib
 
-    from features.backend import load_keras
+    from plumbing.backend import load_keras
 
     invoke(["train", "--classifier", "svm", "--classifier", "dense"])
     test = h5py.File(project.features)["test"]

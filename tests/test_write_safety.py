@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from features import load_features
-from features.atomic import lock_path, partial_path
+from plumbing.atomic import lock_path, partial_path
 from features.image_store import write_image_store
 from tests.conftest import CLASS_NAMES, make_splits
 
@@ -28,7 +28,7 @@ WIDE = 4096
 @pytest.fixture(scope="module")
 def wide_model(tmp_path_factory):
     """A small CNN for 16x16 grayscale images whose layer ``wide`` gives 4,096 features, saved as .keras."""
-    from features.backend import load_keras
+    from plumbing.backend import load_keras
 
     keras = load_keras()
     keras.utils.set_random_seed(0)
@@ -172,7 +172,7 @@ def test_of_two_runs_at_once_one_writes_the_file_and_the_other_refuses(store, wi
 def test_a_lock_left_by_a_killed_process_does_not_block(store, wide_model, reference, tmp_path):
     out = tmp_path / "f.h5"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from features.atomic import exclusive_output; "
+        [sys.executable, "-c", "import sys, time; from plumbing.atomic import exclusive_output; "
          "held = exclusive_output(sys.argv[1]); held.__enter__(); print('held', flush=True); time.sleep(600)", str(out)],
         stdout=subprocess.PIPE, text=True, cwd=REPO,
     )

@@ -1,0 +1,366 @@
+"""Learning curves over the number of labels.
+
+The few-labels question as a curve: for each size in ``per_class`` and each
+repeat, one stratified draw of exactly ``size`` training rows of every class;
+every model (a classifier on a feature matrix, or the pixel forest on pixels)
+is fitted on the same draws and scored on the whole test split::
+
+    plan = draw_subsets(y_train, per_class=[5, 10, 20], repeats=5, seed=42)
+    results = fit_curves(models, y_train, y_test, plan.draws)
+    summary = summarise_curves(models, plan, results)   # JSON-ready, with summary["sentence"]
+    rows = curve_table(results)                         # long form, for the CSV
+
+**Draws are nested within a repeat**: each class's rows are shuffled once per
+repeat and a size takes the first ``size`` of them, so the 10-per-class set
+holds the 5-per-class set. One repeat is then one labelling campaign that
+grows, and the step from one size to the next shows what the added labels
+bring rather than a fresh draw's luck (common random numbers: the curve's
+shape is less noisy). Repeats are independent, so the bands still show how
+much the choice of images matters.
+
+Every model of repeat ``r`` is seeded with ``seed + r``: the spread over
+repeats holds the model's own randomness (forest bootstrap, a dense head's
+initial weights) as well as the draw's, as a user who reruns would see it.
+
+Nothing here reads params or writes files; the ``curves`` stage does both.
+"""
+
+import dataclasses
+import sys
+import time
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+
+from plumbing.errors import FeatpipeError
+
+@dataclasses.dataclass(frozen=True)
+class CurveModel:
+    """One line of the curve: a classifier on one feature matrix.
+
+    Parameters
+    ----------
+    name : str, unique, e.g. ``vgg16-fc2-svm`` or ``pixel_rf``
+    features : str, what the columns are, e.g. ``vgg16-fc2`` or ``pixels``
+    classifier : str, e.g. ``svm`` or ``pixel_rf``
+    build : callable ``build(seed) -> estimator``, a fresh unfitted scikit-learn style estimator
+        (e.g. ``functools.partial(classifiers.build, "svm", **options)``); it travels to
+        joblib's workers, so it must pickle (cloudpickle takes lambdas too)
+    X_train : ndarray of shape (n_train, n_features), rows in the order of ``y_train``
+    X_test : ndarray of shape (n_test, n_features), rows in the order of ``y_test``
+    baseline : bool, the pixel forest every feature model is measured against
+    """
+
+    name: str
+    features: str
+    classifier: str
+    build: Callable
+    X_train: np.ndarray
+    X_test: np.ndarray
+    baseline: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Draw:
+    """The training rows of one (size, repeat).
+
+    per_class : int, rows of every class
+    repeat : int, from 0
+    model_seed : int, the seed every model of this repeat is built with
+    rows : ndarray of shape (per_class * n_classes,), sorted row indices into the training split
+    """
+
+    per_class: int
+    repeat: int
+    model_seed: int
+    rows: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class DrawPlan:
+    """What :func:`draw_subsets` decided.
+
+    per_class : list of int, the sizes kept, ascending
+    repeats : int
+    seed : int
+    draws : list of Draw, repeats outer, sizes inner
+    left_out : list of dict ``{"per_class": int, "reason": str}``, sizes the split cannot supply
+    """
+
+    per_class: list
+    repeats: int
+    seed: int
+    draws: list
+    left_out: list
+
+
+class FitResult(NamedTuple):
+    """One fit of one model on one draw, scored on the whole test split."""
+
+    model: str
+    per_class: int
+    repeat: int
+    accuracy: float
+    fit_seconds: float
+
+
+def _is_count(value):
+    # YAML's true/false are ints to Python; a size of True is a mistake, not 1.
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def check_settings(per_class, repeats):
+    """Refuse sizes below 1 and fewer than one repeat; return the sizes sorted, without duplicates.
+
+    Parameters
+    ----------
+    per_class : sequence of int, labelled training images per class
+    repeats : int, draws per size
+
+    Returns
+    -------
+    list of int
+    """
+    sizes = list(per_class) if isinstance(per_class, (list, tuple, np.ndarray)) else None
+    if not sizes or not all(_is_count(size) and size >= 1 for size in sizes):
+        raise FeatpipeError(
+            f"per_class: expected a non-empty list of integers >= 1 (images per class), got {per_class!r}"
+        )
+    if not _is_count(repeats) or repeats < 1:
+        raise FeatpipeError(f"repeats: expected an integer >= 1 (draws per size), got {repeats!r}")
+    return sorted({int(size) for size in sizes})
+
+
+def draw_subsets(labels, per_class, repeats, seed, class_names=None):
+    """Stratified, nested draws of the training rows for every size and repeat.
+
+    Parameters
+    ----------
+    labels : ndarray of shape (n_train,), the training split's class indices
+    per_class : sequence of int, rows of every class in a draw
+    repeats : int, draws per size
+    seed : int; repeat ``r`` shuffles with ``numpy.random.default_rng([seed, r])``
+    class_names : list of str, optional, names the short class in a left-out note
+
+    Returns
+    -------
+    DrawPlan
+
+    Raises
+    ------
+    FeatpipeError
+        A bad setting, or no size the split can supply.
+    """
+    sizes = check_settings(per_class, repeats)
+    labels = np.asarray(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    smallest = int(classes[np.argmin(counts)])
+    name = class_names[smallest] if class_names is not None else smallest
+    kept = [size for size in sizes if size <= counts.min()]
+    left_out = [
+        {"per_class": size, "reason": f"class {name!r} has only {int(counts.min())} training rows"}
+        for size in sizes if size > counts.min()
+    ]
+    if not kept:
+        raise FeatpipeError(
+            f"per_class: every size is more than the training split holds of class {name!r} "
+            f"({counts.min()} rows), got {list(per_class)!r}"
+        )
+    draws = []
+    for repeat in range(repeats):
+        rng = np.random.default_rng([seed, repeat])
+        shuffled = [rng.permutation(np.flatnonzero(labels == label)) for label in classes]
+        for size in kept:
+            rows = np.sort(np.concatenate([order[:size] for order in shuffled]))
+            draws.append(Draw(size, repeat, int(seed) + repeat, rows))
+    return DrawPlan(kept, int(repeats), int(seed), draws, left_out)
+
+
+def fit_one(build, model_seed, X_train, y_train, X_test, y_test):
+    """Fit ``build(model_seed)`` and return ``(accuracy on the test split, fit seconds)``.
+
+    Runs wherever joblib sends it (this process, a loky worker, a Dask worker).
+    """
+    from sklearn.metrics import accuracy_score
+
+    estimator = build(model_seed)
+    start = time.perf_counter()
+    estimator.fit(X_train, y_train)
+    fit_seconds = time.perf_counter() - start
+    accuracy = accuracy_score(y_test, estimator.predict(X_test))
+    # Rounded as classifiers.evaluation.score rounds, so curves and train report the same digits.
+    return round(float(accuracy), 6), round(fit_seconds, 3)
+
+
+def check_models(models, n_train, n_test):
+    """Refuse duplicate names and matrices whose rows are not the splits' rows."""
+    names = [model.name for model in models]
+    if not models or len(set(names)) != len(names):
+        raise FeatpipeError(f"models: expected at least one model and unique names, got {names}")
+    baselines = [model.name for model in models if model.baseline]
+    if len(baselines) > 1:
+        raise FeatpipeError(f"models: expected at most one baseline (the pixel forest), got {baselines}")
+    for model in models:
+        if len(model.X_train) != n_train or len(model.X_test) != n_test:
+            raise FeatpipeError(
+                f"{model.name}: expected {n_train} training and {n_test} test rows (the labels'), "
+                f"got {len(model.X_train)} and {len(model.X_test)}"
+            )
+
+
+def fit_curves(models, y_train, y_test, draws, *, progress=True, n_jobs=None):
+    """Fit every model on every draw and score it on the whole test split.
+
+    The fits go through ``joblib.Parallel``: inside
+    :func:`classifiers.fanout.joblib_backend` with a scheduler they become Dask
+    tasks on every worker. Locally (``n_jobs=None``) they run one after the
+    other in this process, since a forest already uses every core and a
+    Keras head its own thread pool; pass ``n_jobs`` to run several at once.
+
+    Parameters
+    ----------
+    models : list of CurveModel
+    y_train : ndarray of shape (n_train,), class indices
+    y_test : ndarray of shape (n_test,), class indices
+    draws : list of Draw, from :func:`draw_subsets`
+    progress : bool, a bar over fits on stderr
+    n_jobs : int or None, joblib's ``n_jobs`` (None: joblib's default for the active backend)
+
+    Returns
+    -------
+    list of FitResult, models outer, draws inner; the same numbers on every run but ``fit_seconds``
+    """
+    import joblib
+    from tqdm.auto import tqdm
+
+    y_train, y_test = np.asarray(y_train), np.asarray(y_test)
+    check_models(models, len(y_train), len(y_test))
+    plan = [(model, draw) for model in models for draw in draws]
+    tasks = (
+        joblib.delayed(fit_one)(model.build, draw.model_seed, model.X_train[draw.rows], y_train[draw.rows],
+                                model.X_test, y_test)
+        for model, draw in plan
+    )
+    outcomes = joblib.Parallel(n_jobs=n_jobs, return_as="generator")(tasks)
+    results = []
+    with tqdm(total=len(plan), unit="fit", desc="curves", file=sys.stderr, disable=not progress) as bar:
+        for (model, draw), (accuracy, seconds) in zip(plan, outcomes):
+            results.append(FitResult(model.name, draw.per_class, draw.repeat, accuracy, seconds))
+            bar.set_postfix_str(f"{model.name} {draw.per_class}/class", refresh=False)
+            bar.update()
+    return results
+
+
+def size_summary(per_class, n_classes, fits):
+    """One size of one model: every repeat's accuracy, their mean and sample standard deviation."""
+    accuracies = [fit.accuracy for fit in sorted(fits, key=lambda fit: fit.repeat)]
+    spread = float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else 0.0
+    return {
+        "per_class": per_class,
+        "n_train": per_class * n_classes,
+        "accuracy": accuracies,
+        "mean": round(float(np.mean(accuracies)), 6),
+        "std": round(spread, 6),
+        "fit_seconds": [fit.fit_seconds for fit in sorted(fits, key=lambda fit: fit.repeat)],
+    }
+
+
+def summarise_curves(models, plan, results):
+    """The JSON-ready record of a run: every model's curve, the draws, and the sentence.
+
+    Parameters
+    ----------
+    models : list of CurveModel
+    plan : DrawPlan
+    results : list of FitResult, from :func:`fit_curves`
+
+    Returns
+    -------
+    dict with ``per_class``, ``repeats``, ``seed``, ``left_out``, ``std_ddof`` (1: sample standard deviation),
+    ``models`` (``{name: {"features", "classifier", "baseline", "sizes": [{"per_class", "n_train",
+    "accuracy" (one per repeat), "mean", "std", "fit_seconds" (one per repeat)}]}}``),
+    ``draws`` (``[{"per_class", "repeat", "model_seed", "rows"}]``, once for all models),
+    ``match`` (see :func:`find_match`) and ``sentence``.
+    """
+    n_classes = len(plan.draws[0].rows) // plan.draws[0].per_class
+    curves = {}
+    for model in models:
+        fits = [fit for fit in results if fit.model == model.name]
+        sizes = [size_summary(size, n_classes, [fit for fit in fits if fit.per_class == size])
+                 for size in plan.per_class]
+        curves[model.name] = {"features": model.features, "classifier": model.classifier,
+                              "baseline": model.baseline, "sizes": sizes}
+    match = find_match(curves)
+    return {
+        "per_class": list(plan.per_class),
+        "repeats": plan.repeats,
+        "seed": plan.seed,
+        "left_out": list(plan.left_out),
+        "std_ddof": 1,  # sample standard deviation over the repeats (0 with one repeat)
+        "models": curves,
+        "draws": [{"per_class": draw.per_class, "repeat": draw.repeat, "model_seed": draw.model_seed,
+                   "rows": draw.rows.tolist()} for draw in plan.draws],
+        "match": match,
+        "sentence": match_sentence(match, plan.repeats),
+    }
+
+
+def curve_table(results):
+    """Long form for ``curves.csv``: one dict ``{model, per_class, repeat, accuracy}`` per fit."""
+    return [{"model": fit.model, "per_class": fit.per_class, "repeat": fit.repeat, "accuracy": fit.accuracy}
+            for fit in results]
+
+
+def find_match(curves):
+    """The fewest images per class at which a feature model matches the pixel forest at its largest size.
+
+    A model *matches* at a size when its mean test accuracy over the repeats
+    is at least the pixel forest's mean at the largest size. Among the models
+    that match at the fewest images, the one with the higher mean there wins.
+    When none matches, the closest is the feature model with the highest mean
+    at any size.
+
+    Parameters
+    ----------
+    curves : dict, ``summarise_curves(...)["models"]``
+
+    Returns
+    -------
+    dict ``{"baseline", "target_per_class", "target", "matched", "model", "per_class", "mean"}``,
+    or None without a baseline or without a feature model.
+    """
+    baselines = [name for name, curve in curves.items() if curve["baseline"]]
+    features = {name: curve for name, curve in curves.items() if not curve["baseline"]}
+    if len(baselines) != 1 or not features:
+        return None
+    target = curves[baselines[0]]["sizes"][-1]
+    points = [(size["per_class"], -size["mean"], name) for name, curve in features.items() for size in curve["sizes"]]
+    matching = [point for point in points if -point[1] >= target["mean"]]
+    # Fewest images first, then the higher mean, then the name (a stable tie-break).
+    per_class, negative_mean, name = min(matching) if matching else min(points, key=lambda p: (p[1], p[0], p[2]))
+    return {
+        "baseline": baselines[0],
+        "target_per_class": target["per_class"],
+        "target": target["mean"],
+        "matched": bool(matching),
+        "model": name,
+        "per_class": per_class,
+        "mean": -negative_mean,
+    }
+
+
+def match_sentence(match, repeats):
+    """The report's one sentence from :func:`find_match`'s answer (None when it has none)."""
+    if match is None:
+        return None
+    draws = f"{repeats} draw{'s' if repeats > 1 else ''}"
+    target = (f"the pixel forest's accuracy at its largest size "
+              f"({match['target']:.3f} at {match['target_per_class']} images per class)")
+    if match["matched"]:
+        return (f"The best feature model, {match['model']}, first matches {target} with "
+                f"{match['per_class']} images per class (mean {match['mean']:.3f} over {draws}), "
+                f"\"matches\" meaning a mean test accuracy at least that high.")
+    return (f"No feature model matches {target} at any size, \"matches\" meaning a mean test accuracy "
+            f"over {draws} at least that high; the closest is {match['model']}, "
+            f"{match['mean']:.3f} at {match['per_class']} images per class.")

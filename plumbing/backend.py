@@ -1,0 +1,139 @@
+"""How featpipe reaches Keras: a quiet import, its home folder, and seeded random weights.
+
+Import Keras quietly, once, whichever backend the environment selects.
+
+TensorFlow prints start-up noise (oneDNN notices, absl's "before
+InitializeLog" lines, CUDA probing) that would bury featpipe's own output.
+Since TensorFlow 2.20 some of it comes from C++ at import time and ignores
+``TF_CPP_MIN_LOG_LEVEL``, so the import runs with the process's stderr
+pointed at /dev/null, unless the user set ``TF_CPP_MIN_LOG_LEVEL`` to ask
+for TensorFlow's logs. Keras 3 picks its backend from ``KERAS_BACKEND``
+(tensorflow by default; jax and torch work too, since featpipe only uses
+backend-neutral Keras APIs). On JAX, compiled kernels are kept on disk
+(:func:`keep_jax_compilations`), so that only the first process compiles.
+
+This is also the one module that touches a private Keras name
+(:func:`seeded_initialisation`), for a reason given there.
+"""
+
+import contextlib
+import functools
+import logging
+import os
+import random
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def load_keras():
+    """Return the ``keras`` module, imported with TensorFlow's logging turned down."""
+    quiet = "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        with native_stderr_silenced(quiet):
+            import keras
+
+            if keras.backend.backend() == "tensorflow":
+                import tensorflow as tf
+    except ImportError as error:
+        from plumbing.errors import FeatpipeError
+
+        raise FeatpipeError(
+            f"Keras with a backend is needed ({error}); install one: pip install -e '.[cpu]' (or on a GPU box '.[gpu-jax]' with KERAS_BACKEND=jax, or '.[gpu]')"
+        ) from None
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    if keras.backend.backend() == "tensorflow":
+        tf.get_logger().setLevel(logging.ERROR)
+        tf.autograph.set_verbosity(0)
+    if keras.backend.backend() == "jax":
+        keep_jax_compilations(keras_home() / "jax_cache")
+    return keras
+
+
+def keep_jax_compilations(folder):
+    """Turn on JAX's persistent compilation cache, in ``folder`` unless the user chose one.
+
+    On JAX every process compiles a random-initialisation kernel per weight
+    shape when it builds a backbone (whatever the weights: Keras initialises
+    before it loads), then the forward pass: 9 s of MobileNetV2's start on 2
+    CPU cores, against 1.3 s when the next process (a rerun, a Dask worker)
+    finds them on disk. Most of those kernels compile in less than JAX's
+    default minimum for caching (1 s), so the minimum is 0 unless the user
+    set one.
+    ``JAX_COMPILATION_CACHE_DIR`` chooses another folder (empty: no cache).
+    """
+    import jax
+
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ and not jax.config.jax_compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", str(folder))
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+@contextlib.contextmanager
+def native_stderr_silenced(enabled=True):
+    """Point file descriptor 2 at /dev/null for the block: C++ libraries write there directly."""
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def keras_home():
+    """Keras' home folder: ``$KERAS_HOME``, else ``~/.keras`` (``/tmp/.keras`` when home is read-only).
+
+    Keras' own documented rule, which it applies once, when imported: that is
+    why a test fakes an empty cache with ``KERAS_HOME`` in a subprocess.
+    Application weights live in ``<home>/models``, datasets in ``<home>/datasets``
+    and the backend choice in ``<home>/keras.json``.
+    """
+    if os.environ.get("KERAS_HOME"):
+        return Path(os.environ["KERAS_HOME"]).expanduser()
+    home = Path.home()
+    return (home if os.access(home, os.W_OK) else Path("/tmp")) / ".keras"
+
+
+@contextlib.contextmanager
+def seeded_initialisation(keras, seed):
+    """Make Keras' random initial weights a function of ``seed`` alone, in any process.
+
+    ``keras.utils.set_random_seed`` seeds Python's global ``random``, from
+    which Keras draws the seed of every unseeded initializer; but other
+    threads draw from it too (a Dask worker's heartbeat jitter), so on a
+    worker the weights would differ from a plain run's. While the block runs,
+    Keras gets a ``random.Random(seed)`` of its own, which gives the same
+    draws as the freshly seeded global one. Keras has no public way to do
+    this, so this is featpipe's one use of a private Keras name
+    (``keras.src.random.seed_generator.python_random``); should a Keras
+    release move it, the global generator is used as is (same numbers in a
+    plain process; a Dask worker may then differ, and says so in its
+    identity check).
+    """
+    keras.utils.set_random_seed(seed)
+    try:
+        from keras.src.random import seed_generator
+    except ImportError:
+        seed_generator = None
+    if seed_generator is None or not hasattr(seed_generator, "python_random"):
+        log.debug("Keras has no seed_generator.python_random; random weights come from the global generator")
+        yield
+        return
+    shared = seed_generator.python_random
+    seed_generator.python_random = random.Random(seed)
+    try:
+        yield
+    finally:
+        seed_generator.python_random = shared
