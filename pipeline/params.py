@@ -8,10 +8,12 @@ since a misspelt knob that silently does nothing is worse than an error.
 
 import copy
 import math
-from pathlib import Path
+import re
+from pathlib import Path, PurePosixPath
 
 import yaml
 
+from pipeline import paths
 from plumbing.errors import FeatpipeError
 
 
@@ -94,9 +96,79 @@ def list_of(item_check, expected, default, min_length=1):
     )
 
 
-def _is_backbone_entry(entry):
-    # Both keys are required: dvc.yaml names each feature file <name>-<layer>.h5.
-    return isinstance(entry, dict) and set(entry) == {"name", "layer"} and all(isinstance(v, str) for v in entry.values())
+# A name or layer goes into file names and DVC stage paths as is: letters, digits, '_', '-', '.'.
+_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_ENTRY = "{name: ..., layer: ...}"
+
+
+class BackboneEntries(Rule):
+    """``extract.backbones``: ``{name, layer}`` entries, plus ``file`` for a user's own ``.keras`` model.
+
+    ``name`` is the token every path is made of (:mod:`pipeline.paths`), in
+    featpipe and in dvc.yaml alike, so it is a plain name: a registry name,
+    or one the entry gives its model file, which lies under ``models/``.
+    """
+
+    def __init__(self, default):
+        super().__init__(f"a list of {_ENTRY} entries (at least 1)", lambda v: isinstance(v, list) and v != [], default)
+
+    def validate(self, key, value):
+        super().validate(key, value)
+        for index, entry in enumerate(value):
+            _check_backbone_entry(f"{key}[{index}]", entry)
+        _check_distinct_backbones(key, value)
+        return value
+
+
+def _check_backbone_entry(where, entry):
+    if not isinstance(entry, dict) or not {"name", "layer"} <= set(entry) <= {"name", "layer", "file"}:
+        raise FeatpipeError(
+            f"params: {where}: expected {_ENTRY}, plus file: {paths.MODEL_FILES_DIR}/<file>.keras for a model "
+            f"of your own, got {entry!r}"
+        )
+    name, layer = entry["name"], entry["layer"]
+    if isinstance(name, str) and name.endswith(".keras"):
+        stem = Path(name).stem
+        raise FeatpipeError(
+            f"params: {where}.name: expected a plain name, got the model file {name!r}; write a model file of your own "
+            f"as {{name: {stem}, layer: {layer}, file: {paths.MODEL_FILES_DIR / Path(name).name}}}"
+        )
+    for field, text in (("name", name), ("layer", layer)):
+        if not isinstance(text, str) or not _TOKEN.fullmatch(text):
+            raise FeatpipeError(
+                f"params: {where}.{field}: expected a plain name (letters, digits, '_', '-', '.'; it names the "
+                f"feature file <name>-<layer>.h5), got {text!r}"
+            )
+    if "file" in entry and not _is_model_file_path(entry["file"]):
+        raise FeatpipeError(
+            f"params: {where}.file: expected a .keras file under {paths.MODEL_FILES_DIR}/ (the folder every extract "
+            f"stage depends on, e.g. {paths.MODEL_FILES_DIR}/{name}.keras), got {entry['file']!r}"
+        )
+
+
+def _is_model_file_path(value):
+    if not isinstance(value, str):
+        return False
+    path = PurePosixPath(value)
+    return (not path.is_absolute() and ".." not in path.parts and len(path.parts) > 1
+            and path.parts[0] == paths.MODEL_FILES_DIR.name and path.suffix == ".keras")
+
+
+def _check_distinct_backbones(key, entries):
+    """One name, one backbone; one feature file per entry."""
+    first = {}
+    for index, entry in enumerate(entries):
+        name, layer = entry["name"], entry["layer"]
+        if (name, layer) in first:
+            raise FeatpipeError(f"params: {key}[{index}]: {name}-{layer} is already {key}[{first[name, layer]}]")
+        for (other_name, _), other_index in first.items():
+            other_file = entries[other_index].get("file")
+            if other_name == name and other_file != entry.get("file"):
+                raise FeatpipeError(
+                    f"params: {key}[{index}].name: {name!r} names {other_file or 'a registry backbone'} in "
+                    f"{key}[{other_index}] but {entry.get('file') or 'a registry backbone'} here; give each its own name"
+                )
+        first[name, layer] = index
 
 
 def _is_grid(value):
@@ -133,7 +205,7 @@ SCHEMA = {
         "workers": integer(minimum=1, default=None, nullable=True),
     },
     "extract": {
-        "backbones": list_of(_is_backbone_entry, "{name: ..., layer: ...} entries", [{"name": "vgg16", "layer": "fc2"}]),
+        "backbones": BackboneEntries([{"name": "vgg16", "layer": "fc2"}]),
         "weights": string(default="imagenet"),
         "batch_size": integer(minimum=1, default=32),
         "precision": choice("float32", "bfloat16", "mixed_float16", default="float32"),

@@ -78,7 +78,9 @@ def test_finetune_runs_end_to_end_on_a_small_input(project):
         (["finetune", "--backbone", "vgg16"], "finetune", {"unfreeze": 9},
          "params: finetune.unfreeze: unfreeze: backbone vgg16 has 5 blocks"),
         (["finetune", "--backbone", "my.keras"], "finetune", {},
-         "params: finetune.unfreeze: cannot fine-tune my.keras: a model file has no known blocks to unfreeze"),
+         "featpipe: error: --backbone: cannot fine-tune my.keras: a model file has no known blocks to unfreeze"),
+        (["finetune", "--backbone", "nosuch"], "finetune", {},
+         "featpipe: error: --backbone: unknown backbone 'nosuch'; expected one of: densenet121"),
         (["finetune", "--backbone", "vgg16"], "finetune", {"augment": ["spin"]}, "params: finetune.augment: unknown augmentation 'spin'"),
     ],
 )
