@@ -302,6 +302,17 @@ def test_a_model_file_entry_goes_by_its_name_with_or_without_backbone(in_tmp_pro
     assert_one_line_error(code, err, "--backbone mine has 2 layers in extract.backbones (conv, pool); say which with --layer")
 
 
+def test_name_and_file_on_the_command_line_as_dvc_passes_an_entry(in_tmp_project, tiny_image_store, model_file, capsys):
+    args = ["extract", "--file", str(model_file), "--layer", "conv", "--images", str(tiny_image_store)]
+    code, _, err = run_cli(args + ["--name", "mine"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(args, capsys)  # without --name: the file's stem
+    assert code == 0, err
+    assert sorted(path.name for path in (in_tmp_project / "data" / "features").iterdir()) == ["mine-conv.h5", "tiny_cnn-conv.h5"]
+    code, _, err = run_cli(args + ["--name", "vgg16"], capsys)
+    assert_one_line_error(code, err, "--name: expected a name of your own", "not a registry backbone's", "got 'vgg16'")
+
+
 def test_a_model_file_entry_may_not_take_a_registry_name(in_tmp_project, tiny_image_store, capsys):
     write_params(in_tmp_project, backbones=[{"name": "vgg16", "layer": "conv", "file": "models/tiny_cnn.keras"}])
     code, _, err = run_cli(["extract", "--backbone", "vgg16", "--images", str(tiny_image_store)], capsys)
