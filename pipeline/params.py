@@ -175,11 +175,29 @@ def _is_grid(value):
     return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, list) and v for k, v in value.items())
 
 
-def _image_training(epochs, batch_size, patience):
+def _dropout(default):
+    return number(low=0.0, high=1.0, default=default, high_inclusive=False)
+
+
+def _augment(default):
+    return list_of(lambda v: isinstance(v, str), "augmentation names", default, min_length=0)
+
+
+def library_default(rule):
+    """``rule``, with null (and a key left out) meaning the library's default, which is defined there alone.
+
+    For the scratch CNN's architecture (:data:`classifiers.cnn.scratch.ARCHITECTURE`):
+    importing the library here would make every stage run (and depend on) the CNN code.
+    """
+    rule.nullable, rule.default = True, None
+    return rule
+
+
+def _image_training(epochs, batch_size, patience, dropout, augment):
     """The settings every CNN trained on the images has (``scratch``, ``finetune``), with its defaults."""
     return {
-        "dropout": number(low=0.0, high=1.0, default=0.3, high_inclusive=False),
-        "augment": list_of(lambda v: isinstance(v, str), "augmentation names", ["horizontal_flip", "shift", "zoom"], min_length=0),
+        "dropout": dropout,
+        "augment": augment,
         "learning_rate": number(low=0.0, default=0.001),
         "lr_schedule": choice("plateau", "cosine", "constant", default="plateau"),
         "epochs": integer(minimum=1, default=epochs),
@@ -262,12 +280,13 @@ SCHEMA = {
             "grids": Rule("a mapping of classifier to {param: [values]}", lambda v: isinstance(v, dict) and all(_is_grid(g) for g in v.values()), {}),
         },
     },
-    "scratch": {
-        "filters": list_of(lambda v: _is_int(v) and v >= 1, "integers >= 1 (filters per conv block)", [32, 64, 128]),
-        "dense_units": integer(minimum=1, default=128),
-        "batch_norm": boolean(default=True),
-        "normalization": choice("rescale", "standardize", "none", default="rescale"),
-        **_image_training(epochs=30, batch_size=64, patience=5),
+    "scratch": {  # the architecture's defaults are the library's: classifiers.cnn.scratch.ARCHITECTURE
+        "filters": library_default(list_of(lambda v: _is_int(v) and v >= 1, "integers >= 1 (filters per conv block)", None)),
+        "dense_units": library_default(integer(minimum=1)),
+        "batch_norm": library_default(boolean()),
+        "normalization": library_default(choice("rescale", "standardize", "none")),
+        **_image_training(epochs=30, batch_size=64, patience=5, dropout=library_default(_dropout(None)),
+                          augment=library_default(_augment(None))),
     },
     "finetune": {
         "backbones": list_of(lambda v: isinstance(v, str), "registry backbone names", [], min_length=0),
@@ -275,7 +294,8 @@ SCHEMA = {
         "unfreeze": integer(minimum=0, default=1),
         "finetune_learning_rate": number(low=0.0, default=0.00001),
         "precision": choice("float32", "mixed_float16", "mixed_bfloat16", default="float32"),
-        **_image_training(epochs=20, batch_size=32, patience=3),
+        **_image_training(epochs=20, batch_size=32, patience=3, dropout=_dropout(0.3),
+                          augment=_augment(["horizontal_flip", "shift", "zoom"])),
     },
     "explain": {
         "per_class": integer(minimum=1, default=2),

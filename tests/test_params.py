@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -13,12 +15,25 @@ def dotted_keys(tree, prefix=""):
     return keys
 
 
+SHIPPED = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
 def test_shipped_params_file_is_valid_and_complete():
-    shipped = yaml.safe_load(open("params.yaml"))
+    shipped = yaml.safe_load(SHIPPED.read_text())
     # Valid as shipped, and no value comes from a default: every knob is in the file,
     # so DVC can track each one by its dotted key.
     assert validate(shipped) == shipped
     assert dotted_keys(shipped) == dotted_keys(defaults())
+
+
+def test_the_scratch_architecture_is_the_librarys_and_the_shipped_file_says_it():
+    from classifiers.cnn.scratch import ARCHITECTURE
+
+    # Left out, the architecture is the library's (defined there alone); params.yaml spells the same values.
+    assert {key: defaults()["scratch"][key] for key in ARCHITECTURE} == dict.fromkeys(ARCHITECTURE)
+    shipped = yaml.safe_load(SHIPPED.read_text())["scratch"]
+    assert {key: shipped[key] for key in ARCHITECTURE} == {key: list(v) if isinstance(v, tuple) else v
+                                                          for key, v in ARCHITECTURE.items()}
 
 
 def test_a_model_file_entry_and_a_second_layer_of_it_are_valid():
