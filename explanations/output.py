@@ -25,8 +25,8 @@ import numpy as np
 from explanations.methods import SIGNED_METHODS
 from plumbing.atomic import atomic_output
 from features.feature_store import storable_attribute
+from features.weights import RANDOM_WEIGHTS_WARNING
 
-RANDOM_WEIGHTS_WARNING = "random weights: the backbone was never trained, so these maps explain an untrained network"
 OVERLAY_ALPHA = 0.85  # the opacity of a map at its strongest
 ALPHA_FLOOR = 0.1  # and where it is 0
 TITLES = {
@@ -122,7 +122,7 @@ def save_explanation_grid(path, images, explanations, class_names, title=None):
         grid[0, column].set_title(f"{TITLES.get(method, method)}\n{meaning}", fontsize=7)
     heading = title or explanations.model
     if explanations.metadata.get("random_weights"):
-        heading += "\n" + textwrap.fill(RANDOM_WEIGHTS_WARNING.upper(), 70)
+        heading += "\n" + textwrap.fill(RANDOM_WEIGHTS_WARNING, 70)
     figure.suptitle(heading, fontsize=9)
     figure.supxlabel("every map explains the true class; each is scaled to its own largest value", fontsize=7)
     FigureCanvasAgg(figure)
