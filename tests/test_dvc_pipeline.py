@@ -18,6 +18,8 @@ import pytest
 import yaml
 from PIL import Image
 
+from pipeline.params import defaults
+
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = {"stripes": 0, "dots": 1, "plain": 2}
 
@@ -43,7 +45,8 @@ def _image_folder(root, per_class=12):
 
 
 def _tiny_params(images):
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    # Every key at its default, not the checkout's params.yaml (which an experiment may have changed).
+    params = defaults()
     params["seed"] = 0
     params["data"].update(source="folder", path=str(images), image_size=32, train_size=None, test_size=None, test_fraction=0.25)
     # MobileNetV2 runs about fifteen times as fast as VGG16 on a CPU; the stages don't care which.
