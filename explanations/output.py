@@ -15,6 +15,9 @@ with h5py alone:
   model's description (backbone, layer, weights, ``random_weights``, ...),
   and a ``warning`` when the weights are random.
 
+``reports/explanations/<model>.png`` (:func:`save_explanation_grid`): each
+image beside its maps, one row per class where that fits a screen.
+
 Both files are written beside their final name and renamed when whole.
 """
 
@@ -25,8 +28,8 @@ import numpy as np
 from explanations.methods import SIGNED_METHODS
 from plumbing.atomic import atomic_output
 from features.feature_store import storable_attribute
+from features.weights import RANDOM_WEIGHTS_WARNING
 
-RANDOM_WEIGHTS_WARNING = "random weights: the backbone was never trained, so these maps explain an untrained network"
 OVERLAY_ALPHA = 0.85  # the opacity of a map at its strongest
 ALPHA_FLOOR = 0.1  # and where it is 0
 TITLES = {
@@ -89,8 +92,22 @@ def write_explanations(path, explanations, ids, class_names, attrs=None):
             file.attrs[key] = storable_attribute(value)
 
 
+# One panel (an image, or a map over it, with its two-line title), in inches; the figure aims at a screen's shape.
+PANEL_WIDTH, PANEL_HEIGHT = 1.35, 1.55
+HEADING_HEIGHT = 1.0
+GROUP_GAP = 0.2  # the space between two groups, in panels
+SCREEN_ASPECT = 16 / 10
+
+
 def save_explanation_grid(path, images, explanations, class_names, title=None):
-    """A PNG: one row per image, the image then each method's map over it.
+    """A PNG to read on a screen: each image with each method's map over it, class by class.
+
+    Each image makes a group: the image (its true and predicted class
+    above it, red when they differ), then one map per method. Groups sit
+    side by side in rows (:func:`grid_layout`): with the same number of
+    images of every class (as ``explain`` samples them) and a figure not
+    much taller or wider than a screen, one row per class; otherwise the
+    groups wrap, in class order, to a screen's shape.
 
     Signed maps (occlusion, LIME) use a diverging colour map centred on 0
     (red: evidence for the class, blue: against); Grad-CAM and guided
@@ -110,24 +127,67 @@ def save_explanation_grid(path, images, explanations, class_names, title=None):
     from matplotlib.figure import Figure
 
     methods = list(explanations.maps)
-    rows, columns = len(images), 1 + len(methods)
-    figure = Figure(figsize=(1.9 * columns, 2.05 * rows + 0.8), layout="constrained")
-    grid = figure.subplots(rows, columns, squeeze=False)
-    for row, image in enumerate(images):
-        _draw_image(grid[row, 0], image, explanations, row, class_names)
-        for column, method in enumerate(methods, start=1):
-            _draw_overlay(grid[row, column], image, explanations.maps[method][row], method)
-    for column, method in enumerate(methods, start=1):
-        meaning = textwrap.fill(MEANINGS.get(method, ""), 26)
-        grid[0, column].set_title(f"{TITLES.get(method, method)}\n{meaning}", fontsize=7)
-    heading = title or explanations.model
+    columns = 1 + len(methods)
+    order, (rows, across) = grid_layout(explanations.labels, columns)
+    # One grid for every group, so that rows line up; a narrow empty column keeps the groups apart.
+    ratios = ([1.0] * columns + [GROUP_GAP]) * across
+    figure = Figure(figsize=(PANEL_WIDTH * sum(ratios[:-1]), PANEL_HEIGHT * rows + HEADING_HEIGHT), layout="constrained")
+    grid = figure.subplots(rows, len(ratios) - 1, squeeze=False, gridspec_kw={"width_ratios": ratios[:-1]})
+    drawn = set()
+    for slot, index in enumerate(order):
+        row, first = slot // across, (slot % across) * (columns + 1)
+        _draw_image(grid[row, first], images[index], explanations, index, class_names)
+        for offset, method in enumerate(methods, start=1):
+            _draw_overlay(grid[row, first + offset], images[index], explanations.maps[method][index], method)
+        drawn.update((row, first + offset) for offset in range(columns))
+    for (row, column), axes in np.ndenumerate(grid):
+        if (row, column) not in drawn:
+            axes.set_axis_off()  # the gaps between groups, and the slots a short last row leaves
+    for group in range(across):
+        for offset, method in enumerate(methods, start=1):
+            meaning = textwrap.fill(MEANINGS.get(method, ""), 24)
+            grid[0, group * (columns + 1) + offset].set_title(f"{TITLES.get(method, method)}\n{meaning}", fontsize=7)
+    heading, colour = title or explanations.model, "black"
     if explanations.metadata.get("random_weights"):
-        heading += "\n" + textwrap.fill(RANDOM_WEIGHTS_WARNING.upper(), 70)
-    figure.suptitle(heading, fontsize=9)
-    figure.supxlabel("every map explains the true class; each is scaled to its own largest value", fontsize=7)
+        heading, colour = heading + "\n" + textwrap.fill(RANDOM_WEIGHTS_WARNING, 110), "tab:red"
+    figure.suptitle(heading, fontsize=10, color=colour)
+    figure.supxlabel("every map explains the true class; each is scaled to its own largest value", fontsize=8)
     FigureCanvasAgg(figure)
     with atomic_output(path) as aside:
         figure.savefig(aside, format="png", dpi=110)
+
+
+def grid_layout(labels, columns):
+    """Where each image goes: ``(order, (rows, across))``.
+
+    ``order`` lists the images' indices slot by slot, row by row (``across``
+    image groups a row), class by class; the last row may be short.
+    One row per class when every class has the same number of images and
+    that makes a figure within a factor 2 of a screen's shape; otherwise
+    the images run on in class order, ``across`` chosen for the shape
+    closest to a screen's.
+
+    Parameters
+    ----------
+    labels : ndarray of shape (n_samples,), each image's true class
+    columns : int, panels in one group (the image and its maps)
+    """
+    labels = np.asarray(labels)
+    by_class = np.argsort(labels, kind="stable").tolist()  # the images' own order within a class
+    counts = np.unique(labels, return_counts=True)[1]
+    if len(counts) and len(set(counts.tolist())) == 1:
+        per_class = int(counts[0])
+        if abs(np.log(_aspect(len(counts), per_class, columns) / SCREEN_ASPECT)) <= np.log(2):
+            return by_class, (len(counts), per_class)
+    fits = [(abs(np.log(_aspect(-(-len(labels) // across), across, columns) / SCREEN_ASPECT)), across)
+            for across in range(1, max(len(labels), 1) + 1)]
+    across = min(fits)[1]
+    return by_class, (-(-len(labels) // across), across)
+
+
+def _aspect(rows, across, columns):
+    """Width over height of a figure of ``rows`` rows of ``across`` groups of ``columns`` panels."""
+    return PANEL_WIDTH * (columns * across + GROUP_GAP * (across - 1)) / (PANEL_HEIGHT * rows + HEADING_HEIGHT)
 
 
 def _draw_image(axes, image, explanations, row, class_names):

@@ -26,7 +26,11 @@ from pathlib import Path
 from plumbing.backend import keras_home, seeded_initialisation
 from plumbing.errors import FeatpipeError, first_line
 
-RANDOM_WEIGHTS_WARNING = "WARNING: random weights (--weights none): these features are not ImageNet features"
+# Said wherever random weights show (extract, finetune, the explanations' files and grids): one text.
+RANDOM_WEIGHTS_WARNING = (
+    "WARNING: random weights (--weights none): the backbone was never trained; "
+    "its features (and maps of them) are not ImageNet features"
+)
 
 _HASH_BLOCK = 1 << 22
 

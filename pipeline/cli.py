@@ -37,8 +37,11 @@ def cli(verbose, quiet):
 
 
 def configure_logging(verbose=0, quiet=False):
+    from plumbing.backend import show_tensorflow_logs
+
     level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+    show_tensorflow_logs(verbose > 0 and not quiet)  # TensorFlow's start-up lines only under -v
     for name in ("pipeline", "features", "classifiers"):
         logging.getLogger(name).setLevel(level)
 

@@ -3,15 +3,17 @@
 ``featpipe extract`` (and the ``extract`` console script) reads the
 ``extract`` section of ``params.yaml``; options override it. Without
 ``--backbone`` it extracts every entry of ``extract.backbones`` into
-``data/features/<backbone>-<layer>.h5``, as the DVC stage does.
+``data/features/<name>-<layer>.h5`` (:mod:`pipeline.paths` has the naming
+rule); ``--backbone NAME`` makes one entry's file, as each DVC stage does.
 
 ``--split train`` (or ``test``) extracts one split only, into a file of its
-own (``data/features/<backbone>-<layer>-train.h5`` unless ``--out`` says
+own (``data/features/<name>-<layer>-train.h5`` unless ``--out`` says
 otherwise) that holds only that group; the default ``all`` writes both.
 
 Keras is imported only once a command runs, so ``featpipe --help`` stays fast.
 """
 
+import typing
 from pathlib import Path
 
 import click
@@ -28,8 +30,19 @@ SPLIT_CHOICES = ("train", "test", "all")
 @click.command()
 @click.option(
     "--backbone",
+    "--name",
+    "backbone",
     default=None,
-    help="Registry name (see `featpipe backbones`) or a .keras model file. Default: every extract.backbones entry.",
+    help="Registry name (see `featpipe backbones`), the name of an extract.backbones entry with a file, or a "
+    ".keras model file (named by its stem). Default: every extract.backbones entry.",
+)
+@click.option(
+    "--file",
+    "model_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A .keras model file of your own, its files named by --name (default: its stem), as an extract.backbones "
+    "entry {name, layer, file} says; dvc.yaml passes each entry this way.",
 )
 @click.option("--layer", default=None, help="Layer to take features from. Default: the backbone's (vgg: fc2, others: avg_pool).")
 @click.option("--weights", default=None, help="imagenet | none (random, seeded: smoke runs only) | path to a .h5/.weights.h5 file.")
@@ -41,10 +54,10 @@ SPLIT_CHOICES = ("train", "test", "all")
     type=click.Choice(SPLIT_CHOICES),
     default="all",
     show_default=True,
-    help="One split only, into <backbone>-<layer>-<split>.h5 unless --out says otherwise.",
+    help="One split only, into <name>-<layer>-<split>.h5 unless --out says otherwise.",
 )
 @images_option
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Feature file. Default: data/features/<backbone>-<layer>.h5.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Feature file. Default: data/features/<name>-<layer>.h5.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing feature file made with other settings.")
 @params_option
 @scheduler_option
@@ -55,10 +68,10 @@ SPLIT_CHOICES = ("train", "test", "all")
     help="Threads (de)compressing the image store and the features; default one per core, at most 16  [extract.io_threads]",
 )
 def extract(
-    backbone, layer, weights, batch_size, precision, device, split, images, out, overwrite, params_path, scheduler, workers,
+    backbone, model_file, layer, weights, batch_size, precision, device, split, images, out, overwrite, params_path, scheduler, workers,
     shard_size, io_threads,
 ):
-    """Extract CNN features of every prepared image into data/features/<backbone>-<layer>.h5.
+    """Extract CNN features of every prepared image into data/features/<name>-<layer>.h5.
 
     Resumes an interrupted run, skips a file that is already complete with
     the same settings, and refuses one made with other settings unless
@@ -75,27 +88,81 @@ def extract(
         settings["workers"] = None
     if workers and scheduler is None:
         settings["scheduler"] = None
-    requests = _requests(backbone, layer, settings["backbones"], out)
+    requests = _requests(backbone, model_file, layer, settings["backbones"], out)
     if split != "all" and (settings["scheduler"] or settings["workers"]):
         raise FeatpipeError("--split works in this process only; drop --scheduler/--workers (or extract.scheduler/workers)")
-    for name, chosen_layer, out_path in requests:
-        summary = extract_one(name, chosen_layer, out_path, images, settings, split, overwrite)
-        click.echo(format_summary(summary, name, settings["precision"]))
+    for request in requests:
+        summary = extract_one(request, images, settings, split, overwrite)
+        click.echo(format_summary(summary, request.name, settings["precision"]))
 
 
-def _requests(backbone, layer, configured, out):
-    """``(backbone, layer, out_path)`` for each feature file to make."""
+class Request(typing.NamedTuple):
+    """One feature file to make: the name its files go by, the backbone (registry name or model file), its layer."""
+
+    name: str
+    backbone: str
+    layer: typing.Optional[str]
+    out: typing.Optional[str] = None
+
+
+def _requests(backbone, model_file, layer, configured, out):
+    """The :class:`Request` of each feature file to make.
+
+    Without ``--backbone`` (or ``--file``), one per ``extract.backbones``
+    entry. ``--name NAME --file FILE`` is an entry with a model file (dvc.yaml
+    passes each entry as ``featpipe extract ${item}``: ``--name vgg16 --layer
+    fc2``, or ``--name mine --layer embedding --file models/mine.keras``).
+    ``--backbone NAME`` alone, NAME an entry's name, takes that entry's file;
+    a ``.keras`` path goes by its stem; anything else is a registry name.
+    """
+    _check_registry_names_kept(configured)
+    if model_file is not None:
+        return [_file_request(backbone, model_file, layer, out)]
     if backbone is None:
         if layer or out:
             raise FeatpipeError("--layer and --out need --backbone (without it, every extract.backbones entry is made)")
-        return [(entry["name"], entry.get("layer"), None) for entry in configured]
-    return [(backbone, layer, out)]
+        return [Request(entry["name"], entry.get("file", entry["name"]), entry["layer"]) for entry in configured]
+    files = [entry for entry in configured if entry["name"] == backbone and "file" in entry]
+    if not files:
+        return [Request(paths.backbone_name(backbone), backbone, layer, out)]
+    if layer is None and len(files) > 1:
+        raise FeatpipeError(
+            f"--backbone {backbone} has {len(files)} layers in extract.backbones "
+            f"({', '.join(entry['layer'] for entry in files)}); say which with --layer"
+        )
+    return [Request(backbone, files[0]["file"], layer or files[0]["layer"], out)]
 
 
-def extract_one(backbone, layer, out, images, settings, split, overwrite):
+def _file_request(name, model_file, layer, out):
+    from features.backbones import BACKBONES, is_model_file
+
+    if not is_model_file(model_file):
+        raise FeatpipeError(f"--file: expected a .keras model file, got {model_file}")
+    if name is None:
+        name = paths.backbone_name(model_file)
+    if name in BACKBONES or is_model_file(name):
+        raise FeatpipeError(f"--name: expected a name of your own for {model_file} (not a registry backbone's, not a "
+                            f"file), got {name!r}")
+    return Request(name, model_file, layer, out)
+
+
+def _check_registry_names_kept(configured):
+    """A model file's entry may not take a registry backbone's name: both would make ``<name>-<layer>.h5``."""
+    from features.backbones import BACKBONES
+
+    for index, entry in enumerate(configured):
+        if "file" in entry and entry["name"] in BACKBONES:
+            raise FeatpipeError(
+                f"params: extract.backbones[{index}].name: {entry['name']!r} is a registry backbone; "
+                f"give {entry['file']} a name of its own"
+            )
+
+
+def extract_one(request, images, settings, split, overwrite):
     """Build the extractor for one backbone and run it (locally or on Dask); the summary dict."""
     from features.weights import RANDOM_WEIGHTS_WARNING
 
+    backbone, layer, out = request.backbone, request.layer, request.out
     _check_request(backbone, layer, settings["weights"], images)
     from features.engine import FeatureExtractor, extract_features
 
@@ -106,9 +173,9 @@ def extract_one(backbone, layer, out, images, settings, split, overwrite):
     if str(settings["weights"]) == "none":
         click.echo(RANDOM_WEIGHTS_WARNING, err=True)
     if settings["scheduler"] or settings["workers"]:
-        return _extract_distributed(images, out, extractor, settings, overwrite)
+        return _extract_distributed(images, out, request.name, extractor, settings, overwrite)
     extractor.fit()
-    out_path = Path(out) if out else default_out(extractor.backbone_.name, extractor.layer_, split)
+    out_path = Path(out) if out else default_out(request.name, extractor.layer_, split)
     splits = None if split == "all" else [split]
     return extract_features(
         images, out_path, extractor, overwrite=overwrite, progress=True, splits=splits, io_threads=settings["io_threads"]
@@ -129,22 +196,22 @@ def _check_request(backbone, layer, weights, images):
         raise FeatpipeError(f"image store not found: {images} (run `featpipe prepare` first, or pass --images)")
 
 
-def _extract_distributed(images, out, extractor, settings, overwrite):
+def _extract_distributed(images, out, name, extractor, settings, overwrite):
     from features.distributed import extract_distributed
 
     from features.backbones import resolve_layer
 
     layer = resolve_layer(extractor.backbone, extractor.layer)
-    out_path = Path(out) if out else default_out(extractor.backbone, layer, "all")
+    out_path = Path(out) if out else default_out(name, layer, "all")
     return extract_distributed(
         images, out_path, extractor, scheduler=settings["scheduler"], workers=settings["workers"],
         shard_size=settings["shard_size"], overwrite=overwrite, progress=True,
     )
 
 
-def default_out(backbone, layer, split="all"):
-    """``data/features/<backbone>-<layer>.h5``, or ``...-<split>.h5`` for one split."""
-    path = paths.feature_file(backbone, layer)
+def default_out(name, layer, split="all"):
+    """``data/features/<name>-<layer>.h5``, or ``...-<split>.h5`` for one split."""
+    path = paths.feature_file(name, layer)
     return path if split == "all" else path.with_name(f"{path.stem}-{split}{path.suffix}")
 
 

@@ -13,19 +13,15 @@ writes, under ``<backbone>-finetune``.
 import click
 
 from plumbing.errors import FeatpipeError
+from pipeline import paths
 from pipeline.options import images_option, params_option
 from pipeline.image_models import load_images, write_image_model
-from pipeline.stage import keras_verbosity, params_key, stage_params
-
-
-def model_name(backbone):
-    """``vgg16-finetune``: the name a fine-tuned backbone's files go by."""
-    return f"{backbone}-finetune"
+from pipeline.stage import keras_verbosity, option_key, params_key, stage_params
 
 
 def record_names(params):
     """The models this stage trains: one per ``finetune.backbones`` entry."""
-    return [model_name(backbone) for backbone in params["finetune"]["backbones"]]
+    return [paths.finetuned_model(backbone) for backbone in params["finetune"]["backbones"]]
 
 
 def fit_settings(settings):
@@ -41,12 +37,14 @@ def fit_settings(settings):
 @click.option("--backbone", required=True, help="A registry backbone (see `featpipe backbones`), e.g. vgg16.")
 def finetune(params_path, images, backbone):
     """Fine-tune a pretrained backbone on the stored images: the head first, then its last blocks."""
-    from classifiers.cnn.finetune import finetune_backbone, fit_finetune
+    from classifiers.cnn.finetune import finetunable_backbone, finetune_backbone, fit_finetune
     from classifiers.cnn.training import check_augment, evaluate
     from features.weights import RANDOM_WEIGHTS_WARNING
 
     params = stage_params(params_path)
     settings = params["finetune"]
+    with option_key("--backbone"):
+        finetunable_backbone(backbone)
     with params_key("finetune.unfreeze"):
         finetune_backbone(backbone, settings["unfreeze"])
     with params_key("finetune.augment"):
@@ -65,6 +63,6 @@ def finetune(params_path, images, backbone):
         raise FeatpipeError(f"finetune {backbone}: {error}") from None
     predicted, metrics = evaluate(finetuned.model, history, train, test, class_names)
     click.echo(write_image_model(
-        model_name(backbone), "finetune", finetuned.model, metrics, predicted, test[1], class_names, settings,
+        paths.finetuned_model(backbone), "finetune", finetuned.model, metrics, predicted, test[1], class_names, settings,
         params["seed"], data, backbone=backbone, weights=finetuned.weights, random_weights=finetuned.random_weights,
     ))

@@ -8,10 +8,12 @@ since a misspelt knob that silently does nothing is worse than an error.
 
 import copy
 import math
-from pathlib import Path
+import re
+from pathlib import Path, PurePosixPath
 
 import yaml
 
+from pipeline import paths
 from plumbing.errors import FeatpipeError
 
 
@@ -94,20 +96,108 @@ def list_of(item_check, expected, default, min_length=1):
     )
 
 
-def _is_backbone_entry(entry):
-    # Both keys are required: dvc.yaml names each feature file <name>-<layer>.h5.
-    return isinstance(entry, dict) and set(entry) == {"name", "layer"} and all(isinstance(v, str) for v in entry.values())
+# A name or layer goes into file names and DVC stage paths as is: letters, digits, '_', '-', '.'.
+_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_ENTRY = "{name: ..., layer: ...}"
+
+
+class BackboneEntries(Rule):
+    """``extract.backbones``: ``{name, layer}`` entries, plus ``file`` for a user's own ``.keras`` model.
+
+    ``name`` is the token every path is made of (:mod:`pipeline.paths`), in
+    featpipe and in dvc.yaml alike, so it is a plain name: a registry name,
+    or one the entry gives its model file, which lies under ``models/``.
+    """
+
+    def __init__(self, default):
+        super().__init__(f"a list of {_ENTRY} entries (at least 1)", lambda v: isinstance(v, list) and v != [], default)
+
+    def validate(self, key, value):
+        super().validate(key, value)
+        for index, entry in enumerate(value):
+            _check_backbone_entry(f"{key}[{index}]", entry)
+        _check_distinct_backbones(key, value)
+        return value
+
+
+def _check_backbone_entry(where, entry):
+    if not isinstance(entry, dict) or not {"name", "layer"} <= set(entry) <= {"name", "layer", "file"}:
+        raise FeatpipeError(
+            f"params: {where}: expected {_ENTRY}, plus file: {paths.MODEL_FILES_DIR}/<file>.keras for a model "
+            f"of your own, got {entry!r}"
+        )
+    name, layer = entry["name"], entry["layer"]
+    if isinstance(name, str) and name.endswith(".keras"):
+        stem = Path(name).stem
+        raise FeatpipeError(
+            f"params: {where}.name: expected a plain name, got the model file {name!r}; write a model file of your own "
+            f"as {{name: {stem}, layer: {layer}, file: {paths.MODEL_FILES_DIR / Path(name).name}}}"
+        )
+    for field, text in (("name", name), ("layer", layer)):
+        if not isinstance(text, str) or not _TOKEN.fullmatch(text):
+            raise FeatpipeError(
+                f"params: {where}.{field}: expected a plain name (letters, digits, '_', '-', '.'; it names the "
+                f"feature file <name>-<layer>.h5), got {text!r}"
+            )
+    if "file" in entry and not _is_model_file_path(entry["file"]):
+        raise FeatpipeError(
+            f"params: {where}.file: expected a .keras file under {paths.MODEL_FILES_DIR}/ (the folder every extract "
+            f"stage depends on, e.g. {paths.MODEL_FILES_DIR}/{name}.keras), got {entry['file']!r}"
+        )
+
+
+def _is_model_file_path(value):
+    if not isinstance(value, str):
+        return False
+    path = PurePosixPath(value)
+    return (not path.is_absolute() and ".." not in path.parts and len(path.parts) > 1
+            and path.parts[0] == paths.MODEL_FILES_DIR.name and path.suffix == ".keras")
+
+
+def _check_distinct_backbones(key, entries):
+    """One name, one backbone; one feature file per entry."""
+    first = {}
+    for index, entry in enumerate(entries):
+        name, layer = entry["name"], entry["layer"]
+        if (name, layer) in first:
+            raise FeatpipeError(f"params: {key}[{index}]: {name}-{layer} is already {key}[{first[name, layer]}]")
+        for (other_name, _), other_index in first.items():
+            other_file = entries[other_index].get("file")
+            if other_name == name and other_file != entry.get("file"):
+                raise FeatpipeError(
+                    f"params: {key}[{index}].name: {name!r} names {other_file or 'a registry backbone'} in "
+                    f"{key}[{other_index}] but {entry.get('file') or 'a registry backbone'} here; give each its own name"
+                )
+        first[name, layer] = index
 
 
 def _is_grid(value):
     return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, list) and v for k, v in value.items())
 
 
-def _image_training(epochs, batch_size, patience):
+def _dropout(default):
+    return number(low=0.0, high=1.0, default=default, high_inclusive=False)
+
+
+def _augment(default):
+    return list_of(lambda v: isinstance(v, str), "augmentation names", default, min_length=0)
+
+
+def library_default(rule):
+    """``rule``, with null (and a key left out) meaning the library's default, which is defined there alone.
+
+    For the scratch CNN's architecture (:data:`classifiers.cnn.scratch.ARCHITECTURE`):
+    importing the library here would make every stage run (and depend on) the CNN code.
+    """
+    rule.nullable, rule.default = True, None
+    return rule
+
+
+def _image_training(epochs, batch_size, patience, dropout, augment):
     """The settings every CNN trained on the images has (``scratch``, ``finetune``), with its defaults."""
     return {
-        "dropout": number(low=0.0, high=1.0, default=0.3, high_inclusive=False),
-        "augment": list_of(lambda v: isinstance(v, str), "augmentation names", ["horizontal_flip", "shift", "zoom"], min_length=0),
+        "dropout": dropout,
+        "augment": augment,
         "learning_rate": number(low=0.0, default=0.001),
         "lr_schedule": choice("plateau", "cosine", "constant", default="plateau"),
         "epochs": integer(minimum=1, default=epochs),
@@ -133,7 +223,7 @@ SCHEMA = {
         "workers": integer(minimum=1, default=None, nullable=True),
     },
     "extract": {
-        "backbones": list_of(_is_backbone_entry, "{name: ..., layer: ...} entries", [{"name": "vgg16", "layer": "fc2"}]),
+        "backbones": BackboneEntries([{"name": "vgg16", "layer": "fc2"}]),
         "weights": string(default="imagenet"),
         "batch_size": integer(minimum=1, default=32),
         "precision": choice("float32", "bfloat16", "mixed_float16", default="float32"),
@@ -190,12 +280,13 @@ SCHEMA = {
             "grids": Rule("a mapping of classifier to {param: [values]}", lambda v: isinstance(v, dict) and all(_is_grid(g) for g in v.values()), {}),
         },
     },
-    "scratch": {
-        "filters": list_of(lambda v: _is_int(v) and v >= 1, "integers >= 1 (filters per conv block)", [32, 64, 128]),
-        "dense_units": integer(minimum=1, default=128),
-        "batch_norm": boolean(default=True),
-        "normalization": choice("rescale", "standardize", "none", default="rescale"),
-        **_image_training(epochs=30, batch_size=64, patience=5),
+    "scratch": {  # the architecture's defaults are the library's: classifiers.cnn.scratch.ARCHITECTURE
+        "filters": library_default(list_of(lambda v: _is_int(v) and v >= 1, "integers >= 1 (filters per conv block)", None)),
+        "dense_units": library_default(integer(minimum=1)),
+        "batch_norm": library_default(boolean()),
+        "normalization": library_default(choice("rescale", "standardize", "none")),
+        **_image_training(epochs=30, batch_size=64, patience=5, dropout=library_default(_dropout(None)),
+                          augment=library_default(_augment(None))),
     },
     "finetune": {
         "backbones": list_of(lambda v: isinstance(v, str), "registry backbone names", [], min_length=0),
@@ -203,7 +294,8 @@ SCHEMA = {
         "unfreeze": integer(minimum=0, default=1),
         "finetune_learning_rate": number(low=0.0, default=0.00001),
         "precision": choice("float32", "mixed_float16", "mixed_bfloat16", default="float32"),
-        **_image_training(epochs=20, batch_size=32, patience=3),
+        **_image_training(epochs=20, batch_size=32, patience=3, dropout=_dropout(0.3),
+                          augment=_augment(["horizontal_flip", "shift", "zoom"])),
     },
     "explain": {
         "per_class": integer(minimum=1, default=2),

@@ -45,9 +45,29 @@ def embedding_png(name):
     return CURVES_DIR / f"embedding-{name}.png"
 
 
-def feature_file(backbone, layer):
-    """``data/features/<backbone>-<layer>.h5``; a model file's stem stands for its name."""
-    return FEATURES_DIR / f"{Path(backbone).stem if backbone.endswith('.keras') else backbone}-{layer}.h5"
+# Users' own Keras backbones (``extract.backbones`` entries with a ``file``) live here, in git:
+# every extract stage depends on the folder, since dvc.yaml can't name a key only some entries have.
+MODEL_FILES_DIR = Path("models")
+
+
+# The naming rule, one for featpipe and dvc.yaml: a backbone goes by its ``name`` (a registry name,
+# or the name an ``extract.backbones`` entry gives its model file), and every file made from it
+# by that name and the layer: ``data/features/<name>-<layer>.h5``, ``data/models/<name>-<layer>-<classifier>/``.
+# dvc.yaml spells the same paths from ``${item.name}`` and ``${item.layer}``.
+
+
+def backbone_name(backbone):
+    """The name files of ``backbone`` go by: a registry name as is, a ``.keras`` file's stem.
+
+    For ``featpipe extract --backbone path/to/mine.keras`` outside DVC; an
+    ``extract.backbones`` entry names its model file itself.
+    """
+    return Path(backbone).stem if str(backbone).endswith(".keras") else str(backbone)
+
+
+def feature_file(name, layer):
+    """``data/features/<name>-<layer>.h5``, ``name`` a backbone's (:func:`backbone_name`)."""
+    return FEATURES_DIR / f"{name}-{layer}.h5"
 
 
 def feature_name(path):
@@ -68,6 +88,11 @@ BASELINE_MODEL = "pixel_rf"
 def model_name(feature_path, classifier):
     """``vgg16-fc2-rf`` for ``data/features/vgg16-fc2.h5`` and ``rf``."""
     return f"{feature_name(feature_path)}-{classifier}"
+
+
+def finetuned_model(backbone):
+    """``vgg16-finetune``: the name a fine-tuned registry backbone's files go by."""
+    return f"{backbone}-finetune"
 
 
 def model_file(name, suffix):

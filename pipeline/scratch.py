@@ -30,11 +30,13 @@ def record_names(params):
 @images_option
 def scratch(params_path, images):
     """Train a small CNN from scratch on the stored images (the course's tricks of the trade)."""
-    from classifiers.cnn.scratch import fit_scratch_cnn
+    from classifiers.cnn.scratch import ARCHITECTURE, fit_scratch_cnn
     from classifiers.cnn.training import check_augment, evaluate
 
     params = stage_params(params_path)
-    settings = params["scratch"]
+    # null (or left out) is the library's architecture; the record says what was built.
+    settings = {key: ARCHITECTURE[key] if value is None and key in ARCHITECTURE else value
+                for key, value in params["scratch"].items()}
     with params_key("scratch.augment"):
         check_augment(settings["augment"])
     train, test, class_names, data = load_images(images)

@@ -79,6 +79,15 @@ def params_key(key):
         raise FeatpipeError(f"params: {key}: {error}") from None
 
 
+@contextlib.contextmanager
+def option_key(option):
+    """A :class:`FeatpipeError` raised in the block names the command-line option it is about."""
+    try:
+        yield
+    except FeatpipeError as error:
+        raise FeatpipeError(f"{option}: {error}") from None
+
+
 def keras_verbosity():
     """Keras ``fit``'s ``verbose``: one line per epoch (loss, accuracy, seconds), none under ``featpipe -q``."""
     context = click.get_current_context(silent=True)

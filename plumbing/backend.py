@@ -5,9 +5,11 @@ Import Keras quietly, once, whichever backend the environment selects.
 TensorFlow prints start-up noise (oneDNN notices, absl's "before
 InitializeLog" lines, CUDA probing) that would bury featpipe's own output.
 Since TensorFlow 2.20 some of it comes from C++ at import time and ignores
-``TF_CPP_MIN_LOG_LEVEL``, so the import runs with the process's stderr
-pointed at /dev/null, unless the user set ``TF_CPP_MIN_LOG_LEVEL`` to ask
-for TensorFlow's logs. Keras 3 picks its backend from ``KERAS_BACKEND``
+``TF_CPP_MIN_LOG_LEVEL`` (even ``3``), so the import runs with the process's
+stderr pointed at /dev/null, whatever the environment says, unless
+:func:`show_tensorflow_logs` asked for them (``featpipe -v``); after the
+import, ``TF_CPP_MIN_LOG_LEVEL`` is 2 (errors only) unless the user set it.
+Keras 3 picks its backend from ``KERAS_BACKEND``
 (tensorflow by default; jax and torch work too, since featpipe only uses
 backend-neutral Keras APIs). On JAX, compiled kernels are kept on disk
 (:func:`keep_jax_compilations`), so that only the first process compiles.
@@ -26,14 +28,28 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+# Whether TensorFlow's own start-up and log lines reach stderr; `featpipe -v` turns them on.
+_tensorflow_logs = {"shown": False}
+
+
+def show_tensorflow_logs(shown=True):
+    """Let TensorFlow print its start-up lines and logs (or not): call before :func:`load_keras`.
+
+    ``featpipe -v`` calls it; without it, the import is silent and
+    ``TF_CPP_MIN_LOG_LEVEL`` defaults to 2, in this process and in those it
+    starts (Dask and joblib workers inherit the environment).
+    """
+    _tensorflow_logs["shown"] = bool(shown)
+
 
 @functools.cache
 def load_keras():
-    """Return the ``keras`` module, imported with TensorFlow's logging turned down."""
-    quiet = "TF_CPP_MIN_LOG_LEVEL" not in os.environ
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Return the ``keras`` module, imported with TensorFlow's logging turned down (see :func:`show_tensorflow_logs`)."""
+    shown = _tensorflow_logs["shown"]
+    if not shown:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        with native_stderr_silenced(quiet):
+        with native_stderr_silenced(not shown):
             import keras
 
             if keras.backend.backend() == "tensorflow":
@@ -44,10 +60,11 @@ def load_keras():
         raise FeatpipeError(
             f"Keras with a backend is needed ({error}); install one: pip install -e '.[cpu]' (or on a GPU box '.[gpu-jax]' with KERAS_BACKEND=jax, or '.[gpu]')"
         ) from None
-    logging.getLogger("absl").setLevel(logging.ERROR)
-    if keras.backend.backend() == "tensorflow":
-        tf.get_logger().setLevel(logging.ERROR)
-        tf.autograph.set_verbosity(0)
+    if not shown:
+        logging.getLogger("absl").setLevel(logging.ERROR)
+        if keras.backend.backend() == "tensorflow":
+            tf.get_logger().setLevel(logging.ERROR)
+            tf.autograph.set_verbosity(0)
     if keras.backend.backend() == "jax":
         keep_jax_compilations(keras_home() / "jax_cache")
     return keras

@@ -13,7 +13,7 @@ import numpy as np
 from plumbing.errors import FeatpipeError
 from features.image_store import ImageSplit
 from sources import keras_cache
-from sources.dataset import Dataset, existing_folder, numbered_ids
+from sources.dataset import Dataset, numbered_ids
 from sources.registry import register_source
 
 try:
@@ -64,11 +64,17 @@ def load_cifar10(path, settings):
     -------
     Dataset with 50,000 train and 10,000 test images of shape (32, 32, 3).
     """
-    if path is not None:
-        path = existing_folder(NAME, path)
-        return read_cifar10(path if (path / BATCHES["test"][0]).exists() else path / BATCH_FOLDER)
-    folder = keras_cache.first_complete(default_locations(), _missing_batches)
-    return read_cifar10(folder) if folder else _download(default_locations())
+    advice = (
+        f"Set data.path (--path) to an unpacked {BATCH_FOLDER} folder "
+        f"(from https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz)"
+    )
+    return keras_cache.load_builtin(NAME, path, default_locations(), missing=_missing_batches, read=_read_folder,
+                                    from_keras=_from_keras, advice=advice)
+
+
+def _read_folder(folder):
+    """:func:`read_cifar10` of ``folder``, the batch folder itself or the folder holding it."""
+    return read_cifar10(folder if (folder / BATCHES["test"][0]).exists() else folder / BATCH_FOLDER)
 
 
 def read_cifar10(folder):
@@ -134,12 +140,8 @@ def _missing_batches(folder):
     return [name for names in BATCHES.values() for name in names if not (folder / name).is_file()]
 
 
-def _download(looked_in):
-    advice = (
-        f"Set data.path (--path) to an unpacked {BATCH_FOLDER} folder "
-        f"(from https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz)"
-    )
-    (x_train, y_train), (x_test, y_test) = keras_cache.download_or_explain(NAME, looked_in, advice)
+def _from_keras(arrays):
+    (x_train, y_train), (x_test, y_test) = arrays
     splits = {}
     for split, images, labels in (("train", x_train, y_train), ("test", x_test, y_test)):
         images = np.asarray(images, dtype=np.uint8)

@@ -11,7 +11,7 @@ import numpy as np
 from plumbing.errors import FeatpipeError
 from features.image_store import ImageSplit
 from sources import keras_cache
-from sources.dataset import Dataset, existing_folder, numbered_ids
+from sources.dataset import Dataset, numbered_ids
 from sources.idx import read_idx
 from sources.registry import register_source
 
@@ -41,10 +41,12 @@ def load_fashion_mnist(path, settings):
     -------
     Dataset with 60,000 train and 10,000 test images of shape (28, 28, 1).
     """
-    if path is not None:
-        return read_fashion_mnist(existing_folder(NAME, path))
-    folder = keras_cache.first_complete(default_locations(), _missing_files)
-    return read_fashion_mnist(folder) if folder else _download(default_locations())
+    advice = (
+        f"Install Debian's copy (apt-get install dataset-fashion-mnist) or set data.path (--path) "
+        f"to a folder holding {_all_names()}"
+    )
+    return keras_cache.load_builtin(NAME, path, default_locations(), missing=_missing_files, read=read_fashion_mnist,
+                                    from_keras=_from_keras, advice=advice)
 
 
 def read_fashion_mnist(folder):
@@ -87,12 +89,8 @@ def _all_names():
     return ", ".join(name for pair in FILES.values() for name in pair)
 
 
-def _download(looked_in):
-    advice = (
-        f"Install Debian's copy (apt-get install dataset-fashion-mnist) or set data.path (--path) "
-        f"to a folder holding {_all_names()}"
-    )
-    (x_train, y_train), (x_test, y_test) = keras_cache.download_or_explain(NAME, looked_in, advice)
+def _from_keras(arrays):
+    (x_train, y_train), (x_test, y_test) = arrays
     splits = {
         "train": _checked_split(np.asarray(x_train, np.uint8), np.ravel(y_train), "Keras train set"),
         "test": _checked_split(np.asarray(x_test, np.uint8), np.ravel(y_test), "Keras test set"),

@@ -1,4 +1,4 @@
-"""Keras' dataset cache and download, the last place a built-in set is looked for.
+"""Where a built-in set is looked for (:func:`load_builtin`), ending with Keras' cache and download.
 
 Keras (and TensorFlow behind it) is imported only inside
 :func:`download_with_keras`: importing it costs seconds, and ``featpipe
@@ -9,6 +9,7 @@ import importlib
 
 from plumbing.backend import keras_home, load_keras
 from plumbing.errors import FeatpipeError, first_line
+from sources.dataset import existing_folder
 
 
 class DownloadFailed(Exception):
@@ -36,6 +37,31 @@ def download_with_keras(name):
         return module.load_data()
     except Exception as error:  # noqa: BLE001 - network, disk and hash errors all mean "no data"
         raise DownloadFailed(first_line(error)) from None
+
+
+def load_builtin(name, path, locations, *, missing, read, from_keras, advice):
+    """Read built-in set ``name`` from the first place that has it, in the order every built-in source keeps.
+
+    ``path`` when given, and nowhere else then; else the first of
+    ``locations`` where ``missing(folder)`` lists nothing; else Keras'
+    download, or one line naming where a copy was looked for and ``advice``.
+
+    Parameters
+    ----------
+    name : str, the source's name, for messages
+    path : str or None, ``data.path``
+    locations : list of Path, the local copies searched when ``path`` is None
+    missing : callable, folder -> list of the set's files it lacks
+    read : callable, folder -> Dataset
+    from_keras : callable, ``((x_train, y_train), (x_test, y_test))`` as Keras gives them -> Dataset
+    advice : str, what to do when no copy is found
+    """
+    if path is not None:
+        return read(existing_folder(name, path))
+    folder = first_complete(locations, missing)
+    if folder is not None:
+        return read(folder)
+    return from_keras(download_or_explain(name, locations, advice))
 
 
 def first_complete(folders, missing):

@@ -1,5 +1,7 @@
 """The featpipe command as a user meets it: help, version, and one-line errors."""
 
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -60,3 +62,33 @@ def test_console_script_prints_no_traceback(in_tmp_project):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip() == "featpipe: error: params file not found: nope.yaml (run from the project root or pass --params)"
+
+
+# TensorFlow's start-up lines: absl's "I0000 00:00:..." log lines and its note on them (oneDNN, CPU
+# features, CUDA probing); none of featpipe's own lines starts like this.
+TENSORFLOW_LINE = re.compile(r"^([IWEF]\d{4} \d\d:\d\d:\d[\d.]*|WARNING: All log messages before absl::InitializeLog)", re.M)
+
+
+def test_tensorflow_start_up_lines_only_under_verbose(tiny_image_store, tmp_path):
+    from plumbing.backend import load_keras
+
+    keras = load_keras()
+    inputs = keras.Input((16, 16, 1))
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D(name="pool")(keras.layers.Conv2D(2, 3)(inputs)))
+    model.save(tmp_path / "tiny.keras")
+    script = Path(sys.executable).parent / "featpipe"
+    args = ["extract", "--file", str(tmp_path / "tiny.keras"), "--layer", "pool", "--images", str(tiny_image_store)]
+
+    def stderr_of(*options, **env):
+        base = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+        done = subprocess.run([str(script), *options, *args, "--overwrite"], capture_output=True, text=True,
+                              cwd=tmp_path, env={**base, **env})
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    # TF_CPP_MIN_LOG_LEVEL set (to ask for silence, as this suite does) used to let them through, twice.
+    for env in ({}, {"TF_CPP_MIN_LOG_LEVEL": "2"}):
+        err = stderr_of(**env)
+        assert not TENSORFLOW_LINE.search(err), f"with {env}:\n{err}"
+    if keras.backend.backend() == "tensorflow":  # JAX and torch print no such lines
+        assert TENSORFLOW_LINE.search(stderr_of("-v")), "featpipe -v should show TensorFlow's start-up lines"

@@ -144,7 +144,7 @@ def test_a_bad_scheduler_address_is_one_line_with_no_hang_and_no_traceback(tiny_
 
     address = web_server if address == "web server" else address
     command = ["extract", "--backbone", "mobilenet_v2", "--weights", "none", "--images", str(tiny_image_store),
-               "--scheduler", address]
+               "--scheduler", address, "--params", os.devnull]  # every default, not the checkout's params.yaml
     # The timeout only catches a hang (the probe gives up after 5 s); no speed is asserted.
     result = subprocess.run(
         [sys.executable, "-c", "from pipeline.cli import main; main()", *command], capture_output=True, text=True,

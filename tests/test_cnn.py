@@ -1,11 +1,15 @@
 """The scratch CNN and the training loop it shares with fine-tuning, on tiny images."""
 
+import math
+
 import numpy as np
 import pytest
 
 from classifiers.cnn.scratch import build_scratch_cnn, fit_scratch_cnn
 from classifiers.cnn.training import (
     AUGMENTATIONS,
+    PLATEAU_FACTOR,
+    PLATEAU_PATIENCE,
     TrainingSettings,
     fit_with_early_stopping,
     predict_probabilities,
@@ -64,6 +68,41 @@ def test_early_stopping_stops_after_patience_and_restores_the_best_epoch():
     assert restored == pytest.approx(val_loss[history.best_epoch - 1], rel=1e-5)
     assert history.curve["epoch"] == list(range(1, history.epochs_run + 1))
     assert len(history.curve["seconds"]) == len(history.curve["learning_rate"]) == history.epochs_run
+
+
+def fit_for_the_schedule(schedule, learning_rate, epochs):
+    """A tiny CNN fitted ``epochs`` epochs (patience never reached) on 30 images in batches of 10: 3 steps each."""
+    images, labels = striped_images(30)
+    model = build_scratch_cnn(images.shape[1:], N_CLASSES, **TINY, batch_norm=False, dropout=0.0, augment=())
+    settings = TrainingSettings(learning_rate=learning_rate, lr_schedule=schedule, epochs=epochs, batch_size=10,
+                                patience=epochs)
+    history = fit_with_early_stopping(model, images, labels, (images, labels), settings)
+    assert history.epochs_run == epochs
+    return history.curve["learning_rate"]
+
+
+def test_the_plateau_schedule_halves_the_rate_after_two_epochs_without_progress():
+    # At 1e-7 no epoch improves the validation loss by ReduceLROnPlateau's min_delta (1e-4): the first
+    # epoch sets the best, then every PLATEAU_PATIENCE epochs without progress cut the rate by PLATEAU_FACTOR.
+    # The history records the rate an epoch trained with (read before a cut at its end).
+    rates = fit_for_the_schedule("plateau", 1e-7, epochs=8)
+    cuts_before = [max(0, (epoch - 2) // PLATEAU_PATIENCE) for epoch in range(1, 9)]
+    assert cuts_before == [0, 0, 0, 1, 1, 2, 2, 3]
+    assert rates == pytest.approx([1e-7 * PLATEAU_FACTOR**cuts for cuts in cuts_before], rel=1e-6)
+
+
+def test_the_cosine_schedule_decays_to_zero_over_every_step_of_the_fit():
+    # Keras' CosineDecay (alpha 0): lr0 * (1 + cos(pi * step / steps)) / 2, over epochs x 3 steps;
+    # the history records the rate at each epoch's end.
+    rates = fit_for_the_schedule("cosine", 0.01, epochs=4)
+    steps = 4 * 3
+    expected = [0.01 * (1 + math.cos(math.pi * 3 * epoch / steps)) / 2 for epoch in range(1, 5)]
+    assert rates == pytest.approx(expected, rel=1e-6, abs=1e-9)
+    assert rates[0] > rates[1] > rates[2] > rates[3] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_the_constant_schedule_keeps_the_rate():
+    assert fit_for_the_schedule("constant", 0.01, epochs=3) == pytest.approx([0.01] * 3, rel=1e-6)
 
 
 @pytest.mark.parametrize("augment", [list(AUGMENTATIONS), []], ids=["every augmentation", "none"])

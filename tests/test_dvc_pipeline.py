@@ -12,10 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import yaml
 from PIL import Image
+
+from pipeline.params import defaults
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = {"stripes": 0, "dots": 1, "plain": 2}
@@ -42,7 +45,8 @@ def _image_folder(root, per_class=12):
 
 
 def _tiny_params(images):
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    # Every key at its default, not the checkout's params.yaml (which an experiment may have changed).
+    params = defaults()
     params["seed"] = 0
     params["data"].update(source="folder", path=str(images), image_size=32, train_size=None, test_size=None, test_fraction=0.25)
     # MobileNetV2 runs about fifteen times as fast as VGG16 on a CPU; the stages don't care which.
@@ -135,4 +139,51 @@ def test_dvc_repro_runs_the_whole_pipeline_then_nothing(tmp_path):
     ran = _stages_run(_dvc(project, "exp", "run", "-S", "finetune.backbones=[mobilenet_v2]"))
     assert ran == ["explain", "finetune@mobilenet_v2", "report"]
     assert "mobilenet_v2-finetune" in (project / "reports" / "report.md").read_text()
+    assert _stages_run(_dvc(project, "repro")) == []
+
+
+def _save_model_file(path, seed):
+    """A tiny CNN for 32x32 RGB images with an ``embedding`` layer, saved as ``.keras`` (weights drawn by ``seed``)."""
+    from plumbing.backend import load_keras
+
+    keras = load_keras()
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(6, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="embedding")(x)
+    keras.Model(inputs, keras.layers.Dense(3)(x)).save(path)
+
+
+def test_dvc_repro_with_a_keras_backbone_of_your_own(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    _copy_repo(project)
+    _save_model_file(project / "models" / "tiny.keras", seed=0)
+    params = _tiny_params(_image_folder(tmp_path / "images"))
+    # extract.weights imagenet: a model file's own weights (random weights are refused for one).
+    params["extract"].update(backbones=[{"name": "tiny", "layer": "embedding", "file": "models/tiny.keras"}], weights="imagenet")
+    params["train"]["classifiers"] = ["rf"]
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    after_extract = ["extract@0", "train@features0-rf", "curves", "explain", "report"]
+    assert _stages_run(_dvc(project, "repro")) == sorted(["prepare", "baseline", "scratch", *after_extract])
+    features = project / "data" / "features" / "tiny-embedding.h5"
+    with h5py.File(features, "r") as file:
+        assert file.attrs["backbone"] == "models/tiny.keras" and file.attrs["weights"] == "model file"
+    assert "| tiny-embedding-rf | " in (project / "reports" / "report.md").read_text()
+    assert _stages_run(_dvc(project, "repro")) == []
+
+    # Leftovers of a killed run beside the features, and the models folder's README, are no deps (.dvcignore).
+    (features.parent / "other-fc2.h5.partial").write_bytes(b"half")
+    (features.parent / "other-fc2.h5.parts").mkdir()
+    (features.parent / "other-fc2.h5.parts" / "identity.json").write_text("{}")
+    (features.parent / "other-fc2.h5.lock").write_text("123\n")
+    with open(project / "models" / "README.md", "a") as readme:
+        readme.write("\nedited\n")
+    assert "up to date" in _dvc(project, "status")
+
+    # Another model in the same file: its extract reruns, and everything its features feed.
+    _save_model_file(project / "models" / "tiny.keras", seed=1)
+    assert _stages_run(_dvc(project, "repro")) == sorted(after_extract)
     assert _stages_run(_dvc(project, "repro")) == []

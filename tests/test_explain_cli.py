@@ -46,8 +46,10 @@ def trained(tmp_path_factory):
     inputs = keras.Input((16, 16, 1))
     x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    keras.Model(inputs, keras.layers.Dense(16, activation="relu", name="feat")(x)).save(root / "tiny.keras")
-    params = {**FAST, "extract": {"backbones": [{"name": str(root / "tiny.keras"), "layer": "feat"}], "batch_size": 8}}
+    (root / "models").mkdir()
+    keras.Model(inputs, keras.layers.Dense(16, activation="relu", name="feat")(x)).save(root / "models" / "tiny.keras")
+    params = {**FAST, "extract": {"backbones": [{"name": "tiny", "layer": "feat", "file": "models/tiny.keras"}],
+                                  "batch_size": 8}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     write_image_store(root / "data/prepared/images.h5", make_splits(n_train=24, n_test=12), source="tiny",
                       class_names=CLASS_NAMES, seed=0)

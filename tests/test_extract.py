@@ -2,6 +2,7 @@
 
 import json
 import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -277,6 +278,46 @@ def test_a_users_model_file_with_a_layer(in_tmp_project, tiny_image_store, model
     model_file.write_bytes(b"not a zip")
     code, _, err = run_cli(args + ["--layer", "conv"], capsys)
     assert_one_line_error(code, err, f"cannot load model file {model_file}")
+
+
+def test_a_model_file_entry_goes_by_its_name_with_or_without_backbone(in_tmp_project, tiny_image_store, model_file, capsys):
+    # dvc.yaml runs `featpipe extract --backbone ${item.name} --layer ${item.layer}` and declares
+    # data/features/${item.name}-${item.layer}.h5: the entry's name, not the file's stem, names the file.
+    (in_tmp_project / "models").mkdir()
+    shutil.copy(model_file, in_tmp_project / "models" / "tiny_cnn.keras")
+    write_params(in_tmp_project, backbones=[{"name": "mine", "layer": "conv", "file": "models/tiny_cnn.keras"},
+                                            {"name": "mine", "layer": "pool", "file": "models/tiny_cnn.keras"}])
+    features = in_tmp_project / "data" / "features"
+    code, out, err = run_cli(["extract", "--backbone", "mine", "--layer", "conv", "--images", str(tiny_image_store)], capsys)
+    assert code == 0, err
+    assert sorted(path.name for path in features.iterdir()) == ["mine-conv.h5"]
+    # The file's backbone attribute stays the path as given; its numbers are the model file's.
+    made = load_features(features / "mine-conv.h5", "train")
+    assert made.metadata["backbone"] == "models/tiny_cnn.keras" and made.metadata["weights"] == "model file"
+    code, out, err = run_cli(["extract", "--images", str(tiny_image_store)], capsys)
+    assert code == 0, err
+    assert sorted(path.name for path in features.iterdir()) == ["mine-conv.h5", "mine-pool.h5"]
+    assert "up to date: data/features/mine-conv.h5" in out
+    code, _, err = run_cli(["extract", "--backbone", "mine", "--images", str(tiny_image_store)], capsys)
+    assert_one_line_error(code, err, "--backbone mine has 2 layers in extract.backbones (conv, pool); say which with --layer")
+
+
+def test_name_and_file_on_the_command_line_as_dvc_passes_an_entry(in_tmp_project, tiny_image_store, model_file, capsys):
+    args = ["extract", "--file", str(model_file), "--layer", "conv", "--images", str(tiny_image_store)]
+    code, _, err = run_cli(args + ["--name", "mine"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(args, capsys)  # without --name: the file's stem
+    assert code == 0, err
+    assert sorted(path.name for path in (in_tmp_project / "data" / "features").iterdir()) == ["mine-conv.h5", "tiny_cnn-conv.h5"]
+    code, _, err = run_cli(args + ["--name", "vgg16"], capsys)
+    assert_one_line_error(code, err, "--name: expected a name of your own", "not a registry backbone's", "got 'vgg16'")
+
+
+def test_a_model_file_entry_may_not_take_a_registry_name(in_tmp_project, tiny_image_store, capsys):
+    write_params(in_tmp_project, backbones=[{"name": "vgg16", "layer": "conv", "file": "models/tiny_cnn.keras"}])
+    code, _, err = run_cli(["extract", "--backbone", "vgg16", "--images", str(tiny_image_store)], capsys)
+    assert_one_line_error(code, err, "params: extract.backbones[0].name: 'vgg16' is a registry backbone; "
+                                     "give models/tiny_cnn.keras a name of its own")
 
 
 @pytest.mark.slow

@@ -40,6 +40,11 @@ def test_scratch_writes_what_train_writes_and_the_saved_model_alone_gives_its_ac
     folder = project / "data/models/scratch-cnn"
     record = json.loads((project / "reports/metrics/scratch-cnn.json").read_text())
     assert record["input"] == "images" and record["classifier"] == "cnn" and record["n_train"] == 24
+    # Left out of params.yaml, the architecture is the library's, and the record says what it was.
+    from classifiers.cnn.scratch import ARCHITECTURE
+
+    assert all(record["params"][key] == ARCHITECTURE[key] for key in ("batch_norm", "dropout", "normalization"))
+    assert record["params"]["filters"] == [4] and record["params"]["augment"] == ["horizontal_flip"]
     training = record["training"]
     assert training["epochs_run"] == len(training["curve"]["loss"]) and 1 <= training["best_epoch"] <= 3
     assert set(training["curve"]) >= {"loss", "accuracy", "val_loss", "val_accuracy", "seconds"}
@@ -78,7 +83,9 @@ def test_finetune_runs_end_to_end_on_a_small_input(project):
         (["finetune", "--backbone", "vgg16"], "finetune", {"unfreeze": 9},
          "params: finetune.unfreeze: unfreeze: backbone vgg16 has 5 blocks"),
         (["finetune", "--backbone", "my.keras"], "finetune", {},
-         "params: finetune.unfreeze: cannot fine-tune my.keras: a model file has no known blocks to unfreeze"),
+         "featpipe: error: --backbone: cannot fine-tune my.keras: a model file has no known blocks to unfreeze"),
+        (["finetune", "--backbone", "nosuch"], "finetune", {},
+         "featpipe: error: --backbone: unknown backbone 'nosuch'; expected one of: densenet121"),
         (["finetune", "--backbone", "vgg16"], "finetune", {"augment": ["spin"]}, "params: finetune.augment: unknown augmentation 'spin'"),
     ],
 )

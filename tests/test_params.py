@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -13,12 +15,31 @@ def dotted_keys(tree, prefix=""):
     return keys
 
 
+SHIPPED = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
 def test_shipped_params_file_is_valid_and_complete():
-    shipped = yaml.safe_load(open("params.yaml"))
+    shipped = yaml.safe_load(SHIPPED.read_text())
     # Valid as shipped, and no value comes from a default: every knob is in the file,
     # so DVC can track each one by its dotted key.
     assert validate(shipped) == shipped
     assert dotted_keys(shipped) == dotted_keys(defaults())
+
+
+def test_the_scratch_architecture_is_the_librarys_and_the_shipped_file_says_it():
+    from classifiers.cnn.scratch import ARCHITECTURE
+
+    # Left out, the architecture is the library's (defined there alone); params.yaml spells the same values.
+    assert {key: defaults()["scratch"][key] for key in ARCHITECTURE} == dict.fromkeys(ARCHITECTURE)
+    shipped = yaml.safe_load(SHIPPED.read_text())["scratch"]
+    assert {key: shipped[key] for key in ARCHITECTURE} == {key: list(v) if isinstance(v, tuple) else v
+                                                          for key, v in ARCHITECTURE.items()}
+
+
+def test_a_model_file_entry_and_a_second_layer_of_it_are_valid():
+    entries = [{"name": "mine", "layer": "embedding", "file": "models/mine.keras"},
+               {"name": "mine", "layer": "logits", "file": "models/mine.keras"}, {"name": "vgg16", "layer": "fc2"}]
+    assert validate({"extract": {"backbones": entries}})["extract"]["backbones"] == entries
 
 
 def test_missing_keys_take_defaults():
@@ -35,7 +56,25 @@ def test_missing_keys_take_defaults():
         ({"data": {"source": "mnist"}}, "data.source: expected one of 'fashion_mnist', 'cifar10', 'folder', got 'mnist'"),
         ({"data": {"test_fraction": 1.0}}, "data.test_fraction: expected a number >= 0.0 and < 1.0"),
         ({"extract": {"backbones": []}}, "extract.backbones: expected a list"),
-        ({"extract": {"backbones": [{"nam": "vgg16"}]}}, "extract.backbones: expected a list"),
+        ({"extract": {"backbones": [{"nam": "vgg16"}]}}, "extract.backbones[0]: expected {name: ..., layer: ...}, plus file: models/"),
+        # A model file is an entry with a name of its own: the name is what every path is made of.
+        ({"extract": {"backbones": [{"name": "models/my.keras", "layer": "embedding"}]}},
+         "extract.backbones[0].name: expected a plain name, got the model file 'models/my.keras'; write a model file "
+         "of your own as {name: my, layer: embedding, file: models/my.keras}"),
+        ({"extract": {"backbones": [{"name": "vgg16", "layer": "fc2"}, {"name": "a/b", "layer": "x"}]}},
+         "extract.backbones[1].name: expected a plain name"),
+        ({"extract": {"backbones": [{"name": "vgg16", "layer": 2}]}}, "extract.backbones[0].layer: expected a plain name"),
+        ({"extract": {"backbones": [{"name": "mine", "layer": "x", "file": "elsewhere/mine.keras"}]}},
+         "extract.backbones[0].file: expected a .keras file under models/"),
+        ({"extract": {"backbones": [{"name": "mine", "layer": "x", "file": "models/../mine.keras"}]}},
+         "extract.backbones[0].file: expected a .keras file under models/"),
+        ({"extract": {"backbones": [{"name": "mine", "layer": "x", "file": "models/mine.h5"}]}},
+         "extract.backbones[0].file: expected a .keras file under models/"),
+        ({"extract": {"backbones": [{"name": "vgg16", "layer": "fc2"}, {"name": "vgg16", "layer": "fc2"}]}},
+         "extract.backbones[1]: vgg16-fc2 is already extract.backbones[0]"),
+        ({"extract": {"backbones": [{"name": "mine", "layer": "a", "file": "models/a.keras"},
+                                    {"name": "mine", "layer": "b", "file": "models/b.keras"}]}},
+         "extract.backbones[1].name: 'mine' names models/a.keras in extract.backbones[0] but models/b.keras here"),
         ({"train": {"rf": {"max_features": 2.5}}}, "train.rf.max_features"),
         ({"seeds": 1}, "unknown key 'seeds'"),
         ({"train": {"svm": {"c": 1.0}}}, "unknown key 'train.svm.c'"),

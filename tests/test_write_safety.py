@@ -61,8 +61,9 @@ def reference(store, wide_model, tmp_path_factory):
 def extract_command(store, out, model, *setup):
     """The `extract` console script, after the Python statements ``setup``."""
     script = "; ".join([*setup, "from pipeline.cli import extract_main", "import sys", "sys.argv[0] = 'extract'", "extract_main()"])
+    # --params os.devnull: every default, whatever the checkout's params.yaml holds (an experiment's, say).
     return [sys.executable, "-c", script, "--backbone", str(model), "--layer", "wide", "--batch-size", "20",
-            "--images", str(store), "--out", str(out)]
+            "--images", str(store), "--out", str(out), "--params", os.devnull]
 
 
 def run_extract(store, out, model, *setup):

@@ -84,14 +84,19 @@ class FinetuneModel:
         return self.weights == "none"
 
 
-def finetune_backbone(name, unfreeze):
-    """The registry entry ``name``, checked for ``unfreeze`` blocks; one-line errors for both."""
+def finetunable_backbone(name):
+    """The registry entry ``name``; a model file or an unknown name is a one-line error."""
     if is_model_file(name):
         raise FeatpipeError(
             f"cannot fine-tune {name}: a model file has no known blocks to unfreeze; "
             f"expected a registry backbone: {', '.join(list_backbones())}"
         )
-    backbone = get_backbone(name)
+    return get_backbone(name)
+
+
+def finetune_backbone(name, unfreeze):
+    """The registry entry ``name``, checked for ``unfreeze`` blocks; one-line errors for both."""
+    backbone = finetunable_backbone(name)
     if isinstance(unfreeze, bool) or not isinstance(unfreeze, int) or unfreeze < 0:
         raise FeatpipeError(f"unfreeze: expected an integer >= 0 (blocks to train in phase two), got {unfreeze!r}")
     if unfreeze and not backbone.blocks:

@@ -37,8 +37,16 @@ from plumbing.backend import load_keras
 from plumbing.errors import FeatpipeError
 
 NORMALIZATIONS = ("rescale", "standardize", "none")
-# Fashion-MNIST's: left-right mirrored clothes are still the same clothes; nothing is upside down.
-DEFAULT_AUGMENT = ("horizontal_flip", "shift", "zoom")
+# The architecture when a setting is not given: its one definition (the ``scratch`` params default to it).
+ARCHITECTURE = {
+    "filters": (32, 64, 128),
+    "dense_units": 128,
+    "batch_norm": True,
+    "dropout": 0.3,
+    # Fashion-MNIST's: left-right mirrored clothes are still the same clothes; nothing is upside down.
+    "augment": ("horizontal_flip", "shift", "zoom"),
+    "normalization": "rescale",
+}
 # Keras' default 0.99 suits long runs; a few thousand images make ~30 steps an
 # epoch, and at 0.99 the moving statistics inference uses would still be
 # mostly their initial values after several epochs (PyTorch's default is 0.9 too).
@@ -49,16 +57,16 @@ def build_scratch_cnn(
     image_shape,
     n_classes,
     *,
-    filters=(32, 64, 128),
-    dense_units=128,
-    batch_norm=True,
-    dropout=0.3,
-    augment=DEFAULT_AUGMENT,
-    normalization="rescale",
+    filters=ARCHITECTURE["filters"],
+    dense_units=ARCHITECTURE["dense_units"],
+    batch_norm=ARCHITECTURE["batch_norm"],
+    dropout=ARCHITECTURE["dropout"],
+    augment=ARCHITECTURE["augment"],
+    normalization=ARCHITECTURE["normalization"],
     train_images=None,
     seed=0,
 ):
-    """The uncompiled scratch CNN.
+    """The uncompiled scratch CNN (defaults: :data:`ARCHITECTURE`).
 
     Parameters
     ----------
@@ -147,12 +155,6 @@ def fit_scratch_cnn(
     labels,
     n_classes,
     *,
-    filters=(32, 64, 128),
-    dense_units=128,
-    batch_norm=True,
-    dropout=0.3,
-    augment=DEFAULT_AUGMENT,
-    normalization="rescale",
     learning_rate=1e-3,
     lr_schedule="plateau",
     epochs=30,
@@ -161,6 +163,7 @@ def fit_scratch_cnn(
     patience=5,
     seed=0,
     verbose=0,
+    **architecture,
 ):
     """Build the scratch CNN and fit it on ``images``; seeded, so one seed gives one model.
 
@@ -170,8 +173,9 @@ def fit_scratch_cnn(
         The training images as stored.
     labels : ndarray of shape (n_samples,), class indices in ``range(n_classes)``
     n_classes : int
-    filters, dense_units, batch_norm, dropout, augment, normalization
-        The architecture: see :func:`build_scratch_cnn`.
+    **architecture
+        ``filters``, ``dense_units``, ``batch_norm``, ``dropout``, ``augment``,
+        ``normalization``: see :func:`build_scratch_cnn` (defaults: :data:`ARCHITECTURE`).
     learning_rate, lr_schedule, epochs, batch_size, patience
         The training: see :class:`classifiers.cnn.training.TrainingSettings`.
     validation_fraction : float in [0, 1)
@@ -188,9 +192,6 @@ def fit_scratch_cnn(
     settings = TrainingSettings(learning_rate, lr_schedule, epochs, batch_size, patience)
     images, labels = check_images(images, labels, n_classes)
     images_fit, labels_fit, validation = split_for_validation(images, labels, validation_fraction, seed)
-    model = build_scratch_cnn(
-        images.shape[1:], n_classes, filters=filters, dense_units=dense_units, batch_norm=batch_norm,
-        dropout=dropout, augment=augment, normalization=normalization, train_images=images_fit, seed=seed,
-    )  # fmt: skip
+    model = build_scratch_cnn(images.shape[1:], n_classes, **architecture, train_images=images_fit, seed=seed)
     history = fit_with_early_stopping(model, images_fit, labels_fit, validation, settings, verbose=verbose)
     return model, history
