@@ -501,3 +501,12 @@ def test_shards_on_dask_give_the_rows_of_the_plain_run(small, tmp_path, schedule
     np.testing.assert_array_equal(np.concatenate([rows.labels for rows in spread]), np.concatenate([rows.labels for rows in plain]))
     np.testing.assert_array_equal(np.concatenate([rows.scores for rows in spread]), np.concatenate([rows.scores for rows in plain]))
     assert [reason for rows in spread for reason in rows.reasons][-1] == "not an image Pillow can read"
+
+
+@pytest.mark.slow
+def test_a_backbone_on_dask_workers_gives_the_csv_of_the_plain_run(project, tmp_path, scheduler):
+    # Each worker rebuilds MobileNetV2 (random weights, checked by their hash) once for all its shards.
+    name = "data/models/mobilenet_v2-avg_pool-dense"
+    invoke("predict", "--model", name, "pngs", "--out", tmp_path / "plain.csv")
+    invoke("predict", "--model", name, "pngs", "--scheduler", scheduler, "--out", tmp_path / "dask.csv")
+    assert (tmp_path / "dask.csv").read_text() == (tmp_path / "plain.csv").read_text()
