@@ -326,7 +326,7 @@ class PredictionsCSV:
                 continue
             name = self.class_names[int(label)]
             self.counts[name] += 1
-            self._writer.writerow([key, name, *(np.format_float_positional(value, unique=True) for value in scores), ""])
+            self._writer.writerow([key, name, *(np.format_float_positional(value, unique=True, trim="-") for value in scores), ""])
 
     def __exit__(self, kind, error, trace):
         self._file.close()

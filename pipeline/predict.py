@@ -15,12 +15,13 @@ cannot be read gets a row with its reason and is listed in the summary; only
 no readable image at all stops the command.
 
 Reads ``extract.batch_size``, ``extract.device`` and ``data.workers`` (the
-decoding processes) from ``params.yaml`` when there is one; options override
-them. Writes ``--out`` aside and renames it when every row is in
+decoding processes; default :func:`decoding_processes`) from ``params.yaml``
+when there is one; options override them. Writes ``--out`` aside and renames it when every row is in
 (:class:`classifiers.predictions.PredictionsCSV`).
 """
 
 import contextlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -84,6 +85,25 @@ def new_folders_removed_on_error(path):
         raise
 
 
+def decoding_processes(workers, device):
+    """How many processes decode image files: ``data.workers`` when set.
+
+    Else every core when the model computes on an accelerator (decoding is
+    then what limits the rate), and this process alone when it computes on
+    the CPU: its forward pass needs those cores, decoding is a few percent
+    of its work there, and decoding processes beside it slowed it down
+    (``benchmarks/predict_benchmark.py --workers``). A model that never
+    imported Keras (the pixel forest) computes on the CPU.
+    """
+    if workers:
+        return workers
+    if "keras" not in sys.modules or str(device or "").startswith("cpu"):
+        return 1
+    from plumbing.backend import load_keras
+
+    return None if any(not str(name).lower().startswith("cpu") for name in load_keras().distribution.list_devices()) else 1
+
+
 def predicted_batches(model, kind, source, options, split, workers, cluster):
     """The model's :class:`~classifiers.predictions.PredictedRows`, batch after batch, and a line for the summary."""
     from classifiers.predictions import iter_distributed_file_predictions, iter_file_predictions, iter_store_predictions
@@ -95,8 +115,9 @@ def predicted_batches(model, kind, source, options, split, workers, cluster):
     return iter_distributed_file_predictions(cluster, options["folder"], options["load"], source)
 
 
-def summary(model, written, out, seconds, precision=None, own_precision=None):
-    """The lines printed when the CSV is written; ``precision`` when ``--precision`` replaced ``own_precision``."""
+def summary(model, written, out, seconds, precision=None, own_precision=None, decoding=None):
+    """The lines printed when the CSV is written; ``precision`` when ``--precision`` replaced ``own_precision``;
+    ``decoding`` says where the files were decoded."""
     from features.weights import RANDOM_WEIGHTS_WARNING
 
     total = written.rows_read + len(written.unreadable)
@@ -111,6 +132,8 @@ def summary(model, written, out, seconds, precision=None, own_precision=None):
         lines += [f"    {key}: {reason}" for key, reason in written.unreadable[:SHOWN_UNREADABLE]]
         if len(written.unreadable) > SHOWN_UNREADABLE:
             lines.append(f"    ... and {len(written.unreadable) - SHOWN_UNREADABLE} more")
+    if decoding:
+        lines.append(f"  decoding    {decoding}")
     if precision and precision != own_precision:
         lines.append(f"  precision   {precision}, not the {own_precision} the model's features were made in")
     lines.append(f"  time        {seconds:.1f} s, {total / seconds:.1f} images/s" if seconds > 0 else "  time        0 s")
@@ -176,12 +199,21 @@ def predict(model_folder, inputs, out, split, batch_size, device, precision, par
         ))  # fmt: skip
         bar = stack.enter_context(tqdm(total=total, unit="img", desc=model.name, file=sys.stderr))
         options = {"folder": model_folder, "load": load}
-        for rows in count_rows(predicted_batches(model, kind, source, options, split, params["data"]["workers"], cluster), bar):
+        processes = decoding_processes(params["data"]["workers"], params["extract"]["device"])
+        for rows in count_rows(predicted_batches(model, kind, source, options, split, processes, cluster), bar):
             written.write(rows)
         if not written.rows_read:
             raise no_image_read(written)
     own = read_card(model_folder)["extractor"]["precision"] if precision else None
-    click.echo(summary(model, written, out, time.perf_counter() - started, precision, own))
+    click.echo(summary(model, written, out, time.perf_counter() - started, precision, own, _decoding_words(kind, processes, cluster)))
+
+
+def _decoding_words(kind, processes, cluster):
+    if kind == "store":
+        return None
+    if cluster is not None:
+        return "on the Dask workers"
+    return "in this process" if processes == 1 else f"{processes or os.cpu_count()} processes"
 
 
 def _count(model, kind, source, split):

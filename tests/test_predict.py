@@ -510,3 +510,10 @@ def test_a_backbone_on_dask_workers_gives_the_csv_of_the_plain_run(project, tmp_
     invoke("predict", "--model", name, "pngs", "--out", tmp_path / "plain.csv")
     invoke("predict", "--model", name, "pngs", "--scheduler", scheduler, "--out", tmp_path / "dask.csv")
     assert (tmp_path / "dask.csv").read_text() == (tmp_path / "plain.csv").read_text()
+
+
+def test_files_are_decoded_in_this_process_beside_a_forward_pass_on_the_cpu():
+    from pipeline.predict import decoding_processes
+
+    assert decoding_processes(3, None) == 3  # data.workers, when set, decides
+    assert decoding_processes(None, "cpu:0") == 1  # the forward pass needs the cores
