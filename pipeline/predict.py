@@ -105,7 +105,7 @@ def decoding_processes(workers, device):
 
 
 def predicted_batches(model, kind, source, options, split, workers, cluster):
-    """The model's :class:`~classifiers.predictions.PredictedRows`, batch after batch, and a line for the summary."""
+    """The model's :class:`~classifiers.predictions.PredictedRows` of INPUT, batch after batch, in input order."""
     from classifiers.predictions import iter_distributed_file_predictions, iter_file_predictions, iter_store_predictions
 
     if kind == "store":
@@ -163,18 +163,16 @@ def no_image_read(written):
 @click.option("--batch-size", type=int, default=None, help="Images per forward pass  [extract.batch_size]")
 @click.option("--device", default=None, help="e.g. gpu:0 or cpu:0; default: the GPU when there is one  [extract.device]")
 @click.option("--precision", default=None,
-              help="A feature model's backbone: float32 | bfloat16 | mixed_float16; default: the precision it was trained with.")
+              help="A feature model's backbone: float32 | bfloat16 | mixed_float16; default: the one its features were made in.")
 @params_option
 @click.option("--scheduler", default=None, help="Dask scheduler address (tcp://host:8786) to spread image files over.")
 @click.option("--workers", type=int, default=None, help="Start a local Dask cluster of this many processes for image files.")
 def predict(model_folder, inputs, out, split, batch_size, device, precision, params_path, scheduler, workers):
     """Apply a trained model to image files, folders or an image store; write one CSV row per image."""
     from classifiers.loading import load_model
-    from classifiers.predictions import PredictionsCSV, count_rows
     from classifiers.records import read_card
     from features.engine import PRECISIONS
     from features.weights import RANDOM_WEIGHTS_WARNING
-    from tqdm.auto import tqdm
 
     params = stage_params(params_path, section="extract", batch_size=batch_size, device=device)
     if precision is not None and precision not in PRECISIONS:
@@ -191,21 +189,35 @@ def predict(model_folder, inputs, out, split, batch_size, device, precision, par
         click.echo(RANDOM_WEIGHTS_WARNING, err=True)
     click.echo(f"predict: {model.name} on {total} {'image(s) of ' + str(source) if kind == 'store' else 'file(s)'}", err=True)
     started = time.perf_counter()
+    options = {"folder": model_folder, "load": load, "split": split, "scheduler": scheduler, "workers": workers,
+               "decoding": decoding_processes(params["data"]["workers"], params["extract"]["device"])}
+    written, decoding = write_predictions(model, kind, source, out, total, options)
+    own = read_card(model_folder)["extractor"]["precision"] if precision else None
+    click.echo(summary(model, written, out, time.perf_counter() - started, precision, own, decoding))
+
+
+def write_predictions(model, kind, source, out, total, options):
+    """Predict every image of INPUT into the CSV ``out``, with a progress bar; ``(the written CSV, where files were decoded)``.
+
+    Nothing is left at ``out`` (nor folders made for it) when no image could be read or anything fails.
+    """
+    from classifiers.predictions import PredictionsCSV, count_rows
+    from tqdm.auto import tqdm
+
     with contextlib.ExitStack() as stack:
-        cluster = _cluster(stack, scheduler, workers) if kind == "files" and (scheduler or workers) else None
+        spread = kind == "files" and (options["scheduler"] or options["workers"])
+        cluster = _cluster(stack, options["scheduler"], options["workers"]) if spread else None
         stack.enter_context(new_folders_removed_on_error(out))
         written = stack.enter_context(PredictionsCSV(
             out, "id" if kind == "store" else "path", model.class_names, model.classes_, model.score_kind
         ))  # fmt: skip
         bar = stack.enter_context(tqdm(total=total, unit="img", desc=model.name, file=sys.stderr))
-        options = {"folder": model_folder, "load": load}
-        processes = decoding_processes(params["data"]["workers"], params["extract"]["device"])
-        for rows in count_rows(predicted_batches(model, kind, source, options, split, processes, cluster), bar):
+        batches = predicted_batches(model, kind, source, options, options["split"], options["decoding"], cluster)
+        for rows in count_rows(batches, bar):
             written.write(rows)
         if not written.rows_read:
             raise no_image_read(written)
-    own = read_card(model_folder)["extractor"]["precision"] if precision else None
-    click.echo(summary(model, written, out, time.perf_counter() - started, precision, own, _decoding_words(kind, processes, cluster)))
+    return written, _decoding_words(kind, options["decoding"], cluster)
 
 
 def _decoding_words(kind, processes, cluster):
