@@ -24,6 +24,7 @@ import json
 import math
 import os
 import typing
+from pathlib import Path
 
 from plumbing.errors import FeatpipeError
 
@@ -280,8 +281,6 @@ def read_card(folder):
         ``model_format``), one from before :data:`MODEL_FORMAT`, or fields
         that are not what a card holds.
     """
-    from pathlib import Path
-
     folder = Path(folder)
     if not folder.is_dir():
         what = "is not a folder" if folder.exists() else "not found"
