@@ -128,7 +128,8 @@ def train_a_model(project, args):
     import yaml
 
     shutil.rmtree(project, ignore_errors=True)
-    make_photos(project / "photos", TRAINING_PHOTOS, args.photo_size, seed=1)
+    # At least a batch in the training split: the ceiling runs on one batch of the project's store.
+    make_photos(project / "photos", max(TRAINING_PHOTOS, 2 * args.batch_size), args.photo_size, seed=1)
     backbone = str(Path(args.backbone).absolute()) if args.backbone.endswith(".keras") else args.backbone
     layer = args.layer or _default_layer(backbone)
     params = {
