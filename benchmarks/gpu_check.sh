@@ -29,6 +29,12 @@ bench vgg16-224 --sizes 8000 --image-size 224 --channels 3      # a folder of ph
 bench mobilenet-224 --backbone mobilenet_v2 --sizes 8000 --image-size 224 --channels 3
 bench resnet50-224 --backbone resnet50 --sizes 8000 --image-size 224 --channels 3
 
+# predict: VGG16 on a folder of JPEGs decoded to 224x224 on every core, against the compiled forward pass
+# (target: >= 0.8 of it) and against prepare's decoding + extract of the same files (target: >= 0.9).
+timeout 500 python3 benchmarks/predict_benchmark.py --backbone vgg16 --sizes 4000 --image-size 224 --photo-size 320 256 \
+  --batch-size 256 --precision mixed_float16 --rounds 1 --workdir /tmp/bench-predict --json "$OUT/predict-vgg16-224.json" \
+  2>&1 | tee "$OUT/predict-vgg16-224.txt"
+
 # The whole extract process, start-up included, as a user runs it.
 timeout 300 python3 -c "
 import numpy as np

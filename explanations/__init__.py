@@ -1,11 +1,10 @@
 """Where does each model look? Occlusion, LIME, Grad-CAM, guided backpropagation and guided Grad-CAM.
 
-Every model featpipe trains becomes an :class:`ExplainableModel` (stored
-uint8 images in, one score per class out): the pixel forest
-(:func:`pixel_forest_model`), a CNN feature extractor with ``rf``, ``svm``
-or ``dense`` (:func:`feature_model`), a Keras CNN on the images
-(:func:`keras_classifier_model`). :func:`explain` runs the methods that
-apply and returns :class:`Explanations`; :func:`write_explanations` and
+Every model featpipe trains is a :class:`classifiers.ImageClassifier`
+(stored uint8 images in, one score per class out), the same object
+``featpipe predict`` uses: :func:`classifiers.load_model` opens one from its
+folder. :func:`explain` runs the methods that apply and returns
+:class:`Explanations`; :func:`write_explanations` and
 :func:`save_explanation_grid` write the ``.h5`` and ``.png``.
 
 =================  =====================  ===============================
@@ -28,34 +27,21 @@ imported only when a Keras model is built or explained.
 
 Example
 -------
->>> model = feature_model(extractor, dense_head, name="vgg16-fc2-dense")
+>>> model = classifiers.load_model("data/models/vgg16-fc2-dense")
 >>> found = explain(model, images, labels, occlusion={"patch": 8, "stride": 4})
 >>> write_explanations("reports/explanations/vgg16-fc2-dense.h5", found, ids, class_names)
 """
 
-from explanations.methods import METHODS, Explanations, applicable_methods, check_methods, explain
-from explanations.models import (
-    ExplainableModel,
-    KerasExplainableModel,
-    SharedExtractor,
-    feature_model,
-    keras_classifier_model,
-    pixel_forest_model,
-)
+from explanations.methods import METHODS, Explanations, applicable_methods, check_methods, explain, methods_for
 from explanations.output import save_explanation_grid, scores_dataset_name, write_explanations
 
 __all__ = [
     "METHODS",
-    "ExplainableModel",
     "Explanations",
-    "KerasExplainableModel",
-    "SharedExtractor",
     "applicable_methods",
     "check_methods",
     "explain",
-    "feature_model",
-    "keras_classifier_model",
-    "pixel_forest_model",
+    "methods_for",
     "save_explanation_grid",
     "scores_dataset_name",
     "write_explanations",

@@ -11,12 +11,54 @@ occlusion and LIME do) through its score before the softmax
 (:mod:`explanations.graphs`).
 """
 
+import weakref
+
 import numpy as np
 
-from explanations.models import check_images, padded_batch, variable_values
+from classifiers.image_model import padded_batch
+from explanations.caveats import CAVEAT_ATTRIBUTE
+from features.image_store import check_images
 from plumbing.errors import FeatpipeError
 
 SUPPORTED_BACKENDS = ("tensorflow", "jax")
+GRADIENT_METHODS = ("grad_cam", "guided_backprop", "guided_grad_cam")
+
+
+class GradientCache:
+    """What the gradient methods build for one model, built once: its graphs per image shape, compiled gradients."""
+
+    def __init__(self):
+        self.graphs = {}  # image shape -> GradientGraphs
+        self.gradients = {}  # id(keras model) -> (model, its compiled gradient function)
+
+
+# One cache per model object, gone with the model.
+_CACHES = weakref.WeakKeyDictionary()
+
+
+def _cache(model):
+    if model not in _CACHES:
+        _CACHES[model] = GradientCache()
+    return _CACHES[model]
+
+
+def model_gradient_graphs(model, image_shape):
+    """:class:`~explanations.graphs.GradientGraphs` of ``model`` (a KerasImageClassifier) for images of ``image_shape``."""
+    from explanations.graphs import gradient_graphs
+
+    image_shape = tuple(int(size) for size in image_shape)
+    graphs = _cache(model).graphs
+    if image_shape not in graphs:
+        graphs[image_shape] = gradient_graphs(model.graph(image_shape), model.conv_layer)
+    return graphs[image_shape]
+
+
+def model_input_gradients(model, keras_model, inputs, columns):
+    """:func:`input_gradients` of one of ``model``'s graphs, through a gradient function compiled once per graph."""
+    compiled = _cache(model).gradients
+    if id(keras_model) not in compiled:
+        compiled[id(keras_model)] = (keras_model, gradient_function(keras_model))  # the graph kept, so its id stays its own
+    return input_gradients(keras_model, inputs, columns, model.batch_size, compiled[id(keras_model)][1])
 
 
 def grad_cam_maps(model, images, labels):
@@ -30,7 +72,7 @@ def grad_cam_maps(model, images, labels):
 
     Parameters
     ----------
-    model : KerasExplainableModel
+    model : classifiers.KerasImageClassifier
     images : ndarray of shape (n_samples, height, width, channels), uint8
     labels : array-like of shape (n_samples,), the class to explain for each image
 
@@ -47,7 +89,7 @@ def grad_cam_maps(model, images, labels):
     maps = np.empty(images.shape[:3], np.float32)
     for start, batch, batch_columns in _batches(images, columns, model.batch_size):
         activations = model.run(graphs.to_conv, batch.astype(np.float32))
-        gradients = model.input_gradients(graphs.from_conv, activations, batch_columns)
+        gradients = model_input_gradients(model, graphs.from_conv, activations, batch_columns)
         weights = gradients.mean(axis=(1, 2))
         cams = np.maximum(np.einsum("nhwk,nk->nhw", activations, weights), 0.0)
         for offset, cam in enumerate(cams):
@@ -58,6 +100,8 @@ def grad_cam_maps(model, images, labels):
         "upsampling": "bilinear, from the conv layer's grid to the stored image size",
         "values": "ReLU of the gradient-weighted sum of the conv layer's activations (not normalised)",
     }
+    if graphs.caveat:
+        settings[CAVEAT_ATTRIBUTE] = graphs.caveat
     return maps, settings
 
 
@@ -71,7 +115,7 @@ def guided_backprop_maps(model, images, labels):
 
     Parameters
     ----------
-    model : KerasExplainableModel
+    model : classifiers.KerasImageClassifier
     images : ndarray of shape (n_samples, height, width, channels), uint8
     labels : array-like of shape (n_samples,)
 
@@ -83,7 +127,7 @@ def guided_backprop_maps(model, images, labels):
     graphs, columns = _prepare(model, images, labels, "guided_backprop")
     maps = np.empty(images.shape[:3], np.float32)
     for start, batch, batch_columns in _batches(images, columns, model.batch_size):
-        gradients = model.input_gradients(graphs.guided, batch.astype(np.float32), batch_columns)
+        gradients = model_input_gradients(model, graphs.guided, batch.astype(np.float32), batch_columns)
         maps[start : start + len(batch)] = np.abs(gradients).max(axis=-1)
     settings = {
         "class_score": graphs.class_score,
@@ -113,17 +157,19 @@ def guided_grad_cam_maps(model, images, labels):
         "class_score": cam_settings["class_score"],
         "values": "guided backpropagation map x Grad-CAM map, pixel by pixel",
     }
+    if CAVEAT_ATTRIBUTE in cam_settings:
+        settings[CAVEAT_ATTRIBUTE] = cam_settings[CAVEAT_ATTRIBUTE]
     return (guided * cams).astype(np.float32), settings
 
 
 def _prepare(model, images, labels, method):
-    if not hasattr(model, "gradient_graphs"):
+    if not model.differentiable:
         raise FeatpipeError(
             f"{method} needs a model that is differentiable end to end (a Keras graph); "
-            f"{model.name} is not: use {', '.join(model.methods)}"
+            f"{model.name} is not: use occlusion or lime"
         )
     images = check_images(images)
-    return model.gradient_graphs(images.shape[1:]), model.columns(labels, len(images))
+    return model_gradient_graphs(model, images.shape[1:]), model.columns(labels, len(images))
 
 
 def _batches(images, columns, batch_size):
@@ -142,7 +188,7 @@ def input_gradients(model, inputs, columns, batch_size, gradient=None):
         gives every row's own.
     inputs : ndarray of shape (n, ...), at most ``batch_size`` rows
     columns : ndarray of shape (n,), int, the class score to differentiate for each row
-    batch_size : int, the most rows; fewer are padded as ``models.padded_batch`` says
+    batch_size : int, the most rows; fewer are padded as ``classifiers.image_model.padded_batch`` says
     gradient : callable or None
         ``gradient_function(model)``, when the caller keeps one; else one is made.
 
@@ -192,6 +238,11 @@ def _jax_gradient(model):
         scores, _ = model.stateless_call(trainable, non_trainable, inputs, training=False)
         return (scores * selection).sum()
 
-    # The weights go in as arguments, read at each call (see models.compiled_forward for why).
+    # The weights go in as arguments, read at each call (see features.engine.compiled_forward for why).
     gradient = jax.jit(jax.grad(objective))
     return lambda inputs, selection: gradient(inputs, selection, *variable_values(model))
+
+
+def variable_values(model):
+    """The current values of ``model``'s trainable and non-trainable variables, as two lists."""
+    return [v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables]

@@ -20,6 +20,7 @@ makes the gate on both supported backends.
 
 import dataclasses
 
+from explanations.caveats import grad_cam_caveat
 from plumbing.backend import load_keras
 from plumbing.errors import FeatpipeError
 
@@ -46,6 +47,9 @@ class GradientGraphs:
     class_score : str
         What a class score is: ``"logit (before the softmax)"``, or
         ``"model output"`` when the model ends in no softmax.
+    caveat : str or None
+        Why Grad-CAM's maps need care here (:mod:`explanations.caveats`):
+        the class score reads ``conv_layer`` through a Flatten layer.
     """
 
     to_conv: object
@@ -53,6 +57,7 @@ class GradientGraphs:
     guided: object
     conv_layer: str
     class_score: str
+    caveat: str = None
 
 
 def gradient_graphs(model, conv_layer=None):
@@ -74,7 +79,9 @@ def gradient_graphs(model, conv_layer=None):
     to_conv, upper = split_at(model, layer)
     if upper is None:
         raise FeatpipeError(f"{model.name}: conv_layer {layer.name!r} is the model's output, not a layer inside it")
-    return GradientGraphs(to_conv, class_score_model(upper), guided, layer.name, class_score)
+    flatten = next((inner for inner in iter_layers(upper) if isinstance(inner, keras.layers.Flatten)), None)
+    caveat = grad_cam_caveat(layer.name, flatten.name) if flatten is not None else None
+    return GradientGraphs(to_conv, class_score_model(upper), guided, layer.name, class_score, caveat)
 
 
 def iter_layers(model):

@@ -11,7 +11,7 @@ For each image:
    first pattern is the image itself; "off" is the image's mean colour, as
    for occlusion (:mod:`explanations.occlusion` says why);
 3. the explained class's score of every perturbed image, scored in blocks
-   through :meth:`ExplainableModel.scores`;
+   through :meth:`classifiers.ImageClassifier.scores`;
 4. a Ridge regression (alpha 1, as the ``lime`` package) of those scores on
    the patterns, weighted by LIME's exponential kernel on the cosine
    distance to the all-on pattern, ``exp(-d**2 / kernel_width**2)``.
@@ -23,7 +23,7 @@ the linear stand-in follows the model near the image.
 
 import numpy as np
 
-from explanations.models import check_images
+from features.image_store import check_images
 from explanations.occlusion import IMAGE_MEAN, check_fill, fill_colour
 from plumbing.errors import FeatpipeError
 
@@ -35,7 +35,7 @@ def lime_maps(model, images, labels, samples=1000, segments=50, seed=0, kernel_w
 
     Parameters
     ----------
-    model : ExplainableModel
+    model : classifiers.ImageClassifier
     images : ndarray of shape (n_samples, height, width, channels), uint8
     labels : array-like of shape (n_samples,), the class to explain for each image
     samples : int, perturbed copies per image (the image itself included)

@@ -11,9 +11,9 @@ import time
 
 import numpy as np
 
-from explanations.gradients import grad_cam_maps, guided_backprop_maps, guided_grad_cam_maps
+from explanations.gradients import GRADIENT_METHODS, grad_cam_maps, guided_backprop_maps, guided_grad_cam_maps
 from explanations.lime import lime_maps
-from explanations.models import check_images
+from features.image_store import check_images
 from explanations.occlusion import occlusion_maps
 from plumbing.errors import FeatpipeError
 
@@ -38,7 +38,7 @@ class Explanations:
     settings : dict of method name to dict (the method's settings; per-image arrays included)
     seconds : dict of method name to float, the time each method took
     labels : ndarray of shape (n_samples,), the true (explained) classes
-    predicted : ndarray of shape (n_samples,)
+    predicted : ndarray of shape (n_samples,), the model's own predictions
     scores : ndarray of shape (n_samples, n_classes), float32
     score_kind : {"probability", "decision value"}
     classes : ndarray of shape (n_classes,), the label of each score column
@@ -66,9 +66,14 @@ def check_methods(methods):
     return methods
 
 
+def methods_for(model):
+    """The methods that apply to ``model``: occlusion and LIME to every one, the gradient methods to Keras graphs."""
+    return [name for name in METHODS if model.differentiable or name not in GRADIENT_METHODS]
+
+
 def applicable_methods(model, methods=None):
     """The methods among ``methods`` (default: all) that apply to ``model``, in the order given."""
-    return [name for name in check_methods(methods or list(METHODS)) if name in model.methods]
+    return [name for name in check_methods(methods or list(METHODS)) if name in methods_for(model)]
 
 
 def explain(model, images, labels, methods=None, *, occlusion=None, lime=None):
@@ -76,7 +81,7 @@ def explain(model, images, labels, methods=None, *, occlusion=None, lime=None):
 
     Parameters
     ----------
-    model : ExplainableModel
+    model : classifiers.ImageClassifier
     images : ndarray of shape (n_samples, height, width, channels), uint8
     labels : array-like of shape (n_samples,), the true classes
     methods : list of str or None
@@ -93,13 +98,13 @@ def explain(model, images, labels, methods=None, *, occlusion=None, lime=None):
     """
     methods = check_methods(methods) if methods is not None else applicable_methods(model)
     for name in methods:
-        if name not in model.methods:
-            raise FeatpipeError(f"method {name} does not apply to model {model.name}; it takes: {', '.join(model.methods)}")
+        if name not in methods_for(model):
+            raise FeatpipeError(f"method {name} does not apply to model {model.name}; it takes: {', '.join(methods_for(model))}")
     images = check_images(images)
     labels = np.asarray(labels)
     model.columns(labels, len(images))
     options = {"occlusion": dict(occlusion or {}), "lime": dict(lime or {})}
-    scores = model.scores(images)
+    predicted, scores = model.predict_with_scores(images)
     maps, settings, seconds = {}, {}, {}
     for name in methods:
         started = time.perf_counter()
@@ -107,6 +112,6 @@ def explain(model, images, labels, methods=None, *, occlusion=None, lime=None):
         seconds[name] = time.perf_counter() - started
     return Explanations(
         model=model.name, maps=maps, settings=settings, seconds=seconds, labels=labels,
-        predicted=model.classes_[scores.argmax(axis=1)], scores=scores, score_kind=model.score_kind,
+        predicted=predicted, scores=scores, score_kind=model.score_kind,
         classes=model.classes_, metadata=dict(model.metadata),
     )

@@ -16,13 +16,13 @@ black background the mean is still a grey square), so ``fill`` also takes a
 fixed value 0-255.
 
 The copies of all images are scored in blocks of :data:`COPIES_PER_CALL`
-through :meth:`ExplainableModel.scores` (which batches them through the
+through :meth:`classifiers.ImageClassifier.scores` (which batches them through the
 model's compiled forward pass); memory stays bounded whatever the image size.
 """
 
 import numpy as np
 
-from explanations.models import check_images
+from features.image_store import check_images
 from plumbing.errors import FeatpipeError
 
 IMAGE_MEAN = "mean"
@@ -34,7 +34,7 @@ def occlusion_maps(model, images, labels, patch=8, stride=4, fill=IMAGE_MEAN):
 
     Parameters
     ----------
-    model : ExplainableModel
+    model : classifiers.ImageClassifier
     images : ndarray of shape (n_samples, height, width, channels), uint8
     labels : array-like of shape (n_samples,), the class to explain for each image
     patch : int, side of the square in pixels
@@ -72,15 +72,28 @@ def occlusion_maps(model, images, labels, patch=8, stride=4, fill=IMAGE_MEAN):
 
 
 def check_occlusion(image_size, patch, stride):
-    """Refuse a patch or stride that is not a positive integer, or a patch larger than the images."""
+    """Refuse a patch or stride that is not a positive integer, a patch larger than the images, a stride larger than the patch."""
     for name, value in (("patch", patch), ("stride", stride)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise FeatpipeError(f"occlusion {name}: expected an integer >= 1, got {value!r}")
+    for name, check in (("patch", lambda: check_patch(image_size, patch)), ("stride", lambda: check_stride(patch, stride))):
+        try:
+            check()
+        except FeatpipeError as error:
+            raise FeatpipeError(f"occlusion {name}: {error}") from None
+
+
+def check_patch(image_size, patch):
+    """Refuse a patch larger than images of ``image_size`` (height, width)."""
     height, width = image_size
     if patch > min(height, width):
-        raise FeatpipeError(
-            f"occlusion patch: expected at most the image size ({height}x{width}), got {patch}"
-        )
+        raise FeatpipeError(f"expected at most the image size ({height}x{width}), got {patch}")
+
+
+def check_stride(patch, stride):
+    """Refuse a stride larger than the patch: the pixels between two patches would have no value (0/0)."""
+    if stride > patch:
+        raise FeatpipeError(f"expected at most the patch ({patch}), got {stride}: a larger stride leaves pixels no patch covers")
 
 
 def check_fill(fill):

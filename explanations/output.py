@@ -5,7 +5,8 @@ with h5py alone:
 
 - ``maps/<method>``: float32 (n, height, width) at the stored image size;
   its attributes hold the method's settings and what the values mean
-  (per-image arrays, like LIME's ``r2``, too);
+  (per-image arrays, like LIME's ``r2``, too), and a ``caveat`` where the
+  maps need care (:mod:`explanations.caveats`; the grid marks them with *);
 - ``ids`` (UTF-8), ``labels`` (the true, explained classes), ``predicted``;
 - ``probabilities`` (n, n_classes), or ``decision_values`` for a model
   without probabilities (the SVM), with a ``score_kind`` attribute;
@@ -25,6 +26,7 @@ import textwrap
 
 import numpy as np
 
+from explanations.caveats import CAVEAT_ATTRIBUTE
 from explanations.methods import SIGNED_METHODS
 from plumbing.atomic import atomic_output
 from features.feature_store import storable_attribute
@@ -143,15 +145,20 @@ def save_explanation_grid(path, images, explanations, class_names, title=None):
     for (row, column), axes in np.ndenumerate(grid):
         if (row, column) not in drawn:
             axes.set_axis_off()  # the gaps between groups, and the slots a short last row leaves
+    marked = [method for method in methods if CAVEAT_ATTRIBUTE in explanations.settings.get(method, {})]
     for group in range(across):
         for offset, method in enumerate(methods, start=1):
             meaning = textwrap.fill(MEANINGS.get(method, ""), 24)
-            grid[0, group * (columns + 1) + offset].set_title(f"{TITLES.get(method, method)}\n{meaning}", fontsize=7)
+            mark = " *" if method in marked else ""
+            grid[0, group * (columns + 1) + offset].set_title(f"{TITLES.get(method, method)}{mark}\n{meaning}", fontsize=7)
     heading, colour = title or explanations.model, "black"
     if explanations.metadata.get("random_weights"):
         heading, colour = heading + "\n" + textwrap.fill(RANDOM_WEIGHTS_WARNING, 110), "tab:red"
     figure.suptitle(heading, fontsize=10, color=colour)
-    figure.supxlabel("every map explains the true class; each is scaled to its own largest value", fontsize=8)
+    footer = "every map explains the true class; each is scaled to its own largest value"
+    if marked:
+        footer += "\n" + textwrap.fill("* read with care: " + explanations.settings[marked[0]][CAVEAT_ATTRIBUTE], 140)
+    figure.supxlabel(footer, fontsize=8)
     FigureCanvasAgg(figure)
     with atomic_output(path) as aside:
         figure.savefig(aside, format="png", dpi=110)

@@ -41,6 +41,8 @@ from features.weights import build_with_weights, file_sha256, resolve_weights, s
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("float32", "bfloat16", "mixed_float16")
+# The weights label of a user's model file, which brings its own.
+MODEL_FILE_WEIGHTS = "model file"
 
 
 class FeatureExtractor(TransformerMixin, BaseEstimator):
@@ -141,7 +143,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         if choice.is_random:
             raise FeatpipeError("--weights none does not apply to a model file; it brings its own weights (or pass --weights PATH)")
         if choice.path is None:
-            self.weights_label_, self.weights_sha256_ = "model file", file_sha256(self.backbone)
+            self.weights_label_, self.weights_sha256_ = MODEL_FILE_WEIGHTS, file_sha256(self.backbone)
         else:
             try:
                 with strict_weight_loading():
@@ -252,23 +254,51 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
             The splits the file holds.
         """
         self._check_fitted()
+        settings = self.settings()
+        return {
+            **{key: settings[key] for key in ("backbone", "layer", "feature_dim", "input_size", "preprocessing")},
+            "color": _color_note(image_store.image_shape()[-1], self.backbone_.channels),
+            **{key: settings[key] for key in ("resize_method", "weights", "weights_sha256", "precision", "seed")},
+            "versions": library_versions(),
+            "image_store_fingerprint": image_store.fingerprint,
+            "class_names": image_store.class_names,
+            "splits": list(splits),
+        }
+
+    def settings(self):
+        """What makes this extractor's numbers, as a feature file records them (:data:`~features.feature_store.EXTRACTOR_KEYS`).
+
+        :meth:`from_settings` builds the same extractor again from them.
+        """
+        self._check_fitted()
         return {
             "backbone": self.backbone_.name,
             "layer": self.layer_,
             "feature_dim": int(self.feature_dim_),
             "input_size": [int(v) for v in self.backbone_.input_size],
             "preprocessing": PREPROCESSING_MODES[self.backbone_.preprocessing],
-            "color": _color_note(image_store.image_shape()[-1], self.backbone_.channels),
             "resize_method": resize_description(),
             "weights": self.weights_label_,
             "weights_sha256": self.weights_sha256_,
             "precision": self.precision,
             "seed": int(self.seed),
-            "versions": library_versions(),
-            "image_store_fingerprint": image_store.fingerprint,
-            "class_names": image_store.class_names,
-            "splits": list(splits),
         }
+
+    @classmethod
+    def from_settings(cls, settings, *, batch_size=32, device=None, precision=None):
+        """An unfitted extractor that makes the numbers ``settings`` describe (:meth:`settings`, or a feature file's attributes).
+
+        ``weights`` is taken as recorded (a model file's own weights are
+        recorded as ``"model file"``: asked for as ``"imagenet"``, which
+        means them); ``precision`` replaces the recorded one when given.
+        Fitting it rebuilds the backbone; :func:`features.feature_store.settings_mismatch`
+        then says whether it makes the same numbers.
+        """
+        weights = "imagenet" if settings["weights"] == MODEL_FILE_WEIGHTS else settings["weights"]
+        return cls(
+            backbone=settings["backbone"], layer=settings["layer"], weights=weights, batch_size=batch_size,
+            precision=precision or settings["precision"], device=device, seed=int(settings.get("seed", 0)),
+        )  # fmt: skip
 
     def __getstate__(self):
         # The Keras model doesn't pickle and needn't: a worker calls fit() again.

@@ -52,6 +52,13 @@ IDENTITY_KEYS = (
     "weights_sha256",
 )
 
+# What a file says about the extractor that made it: enough to build the same one again
+# (features.engine.FeatureExtractor.from_settings), and what a model trained on it records.
+EXTRACTOR_KEYS = (
+    "backbone", "layer", "feature_dim", "input_size", "preprocessing", "resize_method", "weights", "weights_sha256",
+    "precision", "seed",
+)  # fmt: skip
+
 CHUNK_BYTES = 1 << 20
 
 Features = collections.namedtuple("Features", "features labels ids class_names metadata")
@@ -124,6 +131,23 @@ def identity_mismatch(wanted, found):
     wanted, found = identity(wanted), identity(found)
     for key in IDENTITY_KEYS:
         if key in wanted and _canonical(wanted[key]) != _canonical(found.get(key)):
+            return key
+    return None
+
+
+def extractor_settings(attrs):
+    """The :data:`EXTRACTOR_KEYS` among a feature file's attributes ``attrs``: how its rows were made."""
+    return {key: attrs[key] for key in EXTRACTOR_KEYS if key in attrs}
+
+
+def settings_mismatch(wanted, found, ignore=()):
+    """The first of :data:`EXTRACTOR_KEYS` on which two extractor settings differ (``None``: they agree).
+
+    Keys ``wanted`` lacks, and those in ``ignore``, are not compared; the
+    weights' SHA-256 comes last, so a difference is named by its plainest cause.
+    """
+    for key in EXTRACTOR_KEYS:
+        if key in wanted and key not in ignore and _canonical(wanted[key]) != _canonical(found.get(key)):
             return key
     return None
 

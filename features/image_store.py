@@ -140,6 +140,27 @@ def _write_split(group, split, pool):
     group.create_dataset("ids", data=np.array(split.ids, dtype=object), dtype=STRING)
 
 
+def check_images(images, what="images"):
+    """``images`` as an ndarray, refused in one line unless uint8 of shape (n, height, width, 1 or 3).
+
+    The shape and type every split of an image store holds, and so what
+    every model featpipe trains takes (training, explanations, predictions).
+
+    Parameters
+    ----------
+    images : array-like of shape (n_samples, height, width, channels), uint8
+    what : str, names the images in the message (e.g. ``training images``)
+
+    Returns
+    -------
+    ndarray of shape (n_samples, height, width, channels), uint8
+    """
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise FeatpipeError(f"{what}: expected uint8 [N, H, W, 1|3] as stored, got {images.dtype} {images.shape}")
+    return images
+
+
 class ImageStore:
     """Read access to ``images.h5`` without loading it: rows come in slices.
 

@@ -34,6 +34,7 @@ from typing import NamedTuple
 import numpy as np
 
 from plumbing.errors import FeatpipeError
+from sources.subsets import nested_class_draws
 
 @dataclasses.dataclass(frozen=True)
 class CurveModel:
@@ -141,6 +142,7 @@ def draw_subsets(labels, per_class, repeats, seed, class_names=None):
     per_class : sequence of int, rows of every class in a draw
     repeats : int, draws per size
     seed : int; repeat ``r`` shuffles with ``numpy.random.default_rng([seed, r])``
+        (:func:`sources.subsets.nested_class_draws`)
     class_names : list of str, optional, names the short class in a left-out note
 
     Returns
@@ -169,10 +171,7 @@ def draw_subsets(labels, per_class, repeats, seed, class_names=None):
         )
     draws = []
     for repeat in range(repeats):
-        rng = np.random.default_rng([seed, repeat])
-        shuffled = [rng.permutation(np.flatnonzero(labels == label)) for label in classes]
-        for size in kept:
-            rows = np.sort(np.concatenate([order[:size] for order in shuffled]))
+        for size, rows in zip(kept, nested_class_draws(labels, kept, seed, repeat)):
             draws.append(Draw(size, repeat, int(seed) + repeat, rows))
     return DrawPlan(kept, int(repeats), int(seed), draws, left_out)
 

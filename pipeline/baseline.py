@@ -13,7 +13,7 @@ files of every model record (:mod:`classifiers.records`)::
 import click
 
 from pipeline import paths
-from pipeline.inputs import load_pixels
+from pipeline.inputs import load_pixels, store_description
 from pipeline.options import images_option, params_option
 from pipeline.stage import stage_params
 
@@ -56,5 +56,5 @@ def baseline(params_path, images, n_jobs):
     entry = get("rf")
     click.echo(write_model_outputs(
         record, paths.model_files(NAME, entry.suffix), y_true=data["test"][1], y_pred=predicted,
-        class_names=class_names, model=forest, save=entry.save,
+        class_names=class_names, model=forest, save=entry.save, image_shape=store_description(images)["image_shape"],
     ))

@@ -17,6 +17,7 @@ from pipeline.curves import curves
 from pipeline.explain import explain
 from pipeline.extract import extract
 from pipeline.finetune import finetune
+from pipeline.predict import predict
 from pipeline.prepare import prepare
 from pipeline.report import report
 from pipeline.scratch import scratch
@@ -32,7 +33,8 @@ USAGE_ERROR = 2
 def cli(verbose, quiet):
     """What are a pretrained CNN's features worth? Prepare images, extract
     features, train shallow learners and CNNs, draw learning curves, explain
-    every model, and report them against a pixel baseline."""
+    every model, report them against a pixel baseline, and apply any of them
+    to new images (predict)."""
     configure_logging(verbose, quiet)
 
 
@@ -46,7 +48,7 @@ def configure_logging(verbose=0, quiet=False):
         logging.getLogger(name).setLevel(level)
 
 
-for command in (prepare, extract, baseline, train, scratch, finetune, curves, explain, report, backbones):
+for command in (prepare, extract, baseline, train, scratch, finetune, curves, explain, report, predict, backbones):
     cli.add_command(command)
 
 

@@ -4,9 +4,12 @@ A seeded sample of ``explain.per_class`` test images of every class; for
 every model the params ask the training stages for (the pixel forest, each
 classifier on each feature file, the CNNs on the images) the maps of every
 method in ``explain.methods`` that applies to it (:mod:`explanations`).
-The images go through the backbone exactly as ``extract`` put them through
-it: the same registry entry, resize and rescale, weights (checked by their
-SHA-256) and precision. Writes, per model::
+Every model is loaded from its folder by :func:`classifiers.load_model`, the
+one ``featpipe predict`` uses: the images go through the backbone exactly as
+``extract`` put them through it (the same registry entry, resize and
+rescale, weights checked by their SHA-256, precision). A model the params
+ask for but that was not trained yet is named on stderr and left out.
+Writes, per model::
 
     reports/explanations/<model>.h5    maps/<method> float32 [N, H, W], ids, labels, predicted,
                                        probabilities (or decision_values), settings and provenance
@@ -31,111 +34,56 @@ def checked_methods(settings):
 
 def sample_images(images, per_class, seed):
     """``(images, labels, ids)`` of ``per_class`` test images of every class, chosen by ``seed``."""
-    from learning_curves.curves import draw_subsets
     from features.image_store import ImageStore
+    from sources.subsets import per_class_sample
 
     with ImageStore(images) as store:
         labels = store.labels("test")
-        fewest = int(min(labels.tolist().count(label) for label in set(labels.tolist())))
-        rows = draw_subsets(labels, [min(per_class, fewest)], 1, seed).draws[0].rows
+        rows = per_class_sample(labels, per_class, seed)
         return store.images("test")[rows], labels[rows], [store.ids("test")[row] for row in rows]
 
 
-def check_patch(settings, image_shape):
-    patch, (height, width) = settings["occlusion"]["patch"], image_shape[:2]
-    if patch > min(height, width):
-        raise FeatpipeError(f"params: explain.occlusion.patch: {patch} is larger than the {height}x{width} images")
+def check_occlusion_settings(settings, image_shape):
+    """The occlusion patch fits the images and its stride leaves no pixel uncovered, or one line naming the key."""
+    from explanations.occlusion import check_patch, check_stride
+
+    patch, stride = settings["occlusion"]["patch"], settings["occlusion"]["stride"]
+    with params_key("explain.occlusion.patch"):
+        check_patch(image_shape[:2], patch)
+    with params_key("explain.occlusion.stride"):
+        check_stride(patch, stride)
 
 
-class ModelLoader:
-    """Each trained model as an :class:`~explanations.ExplainableModel`, from its files.
+def trained_models(params):
+    """``(trained, missing)``: the ``(name, stage)`` of every model the params ask for whose record exists, and the others.
 
-    Refuses, before any map is made, a model whose folder is missing or was
-    trained on another image store. Feature models on one feature file share
-    one backbone (:class:`~explanations.SharedExtractor`).
+    A record is written last (:func:`classifiers.records.write_model_outputs`), so its presence means the model was trained.
     """
-
-    def __init__(self, params, store):
-        self.params, self.store = params, store
-        self._extractors = {}
-
-    def load(self, name, stage):
-        from classifiers.records import read_record
-
-        record = read_record(paths.metrics_file(name), stage)
-        card = self._card(name, stage)
-        model_file = paths.MODELS_DIR / name / card["model_file"]
-        metadata = {"features": record.features, "classifier": record.classifier}
-        if record.input == "pixels":
-            return self._pixels(name, model_file, metadata)
-        if record.input == "features":
-            return self._features(name, record, card, model_file, metadata)
-        return self._images(name, card, model_file, record, metadata)
-
-    def _card(self, name, stage):
-        import json
-
-        path = paths.MODELS_DIR / name / "model.json"
-        try:
-            card = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise FeatpipeError(f"model folder {path.parent} is missing or incomplete (run `featpipe {stage}`)") from None
-        except ValueError:
-            raise FeatpipeError(f"{path} is not valid JSON; rerun `featpipe {stage}`") from None
-        fingerprint = card.get("data", {}).get("image_store_fingerprint")
-        if fingerprint != self.store["image_store_fingerprint"]:
-            raise FeatpipeError(
-                f"{path.parent} was trained on another image store than {self.store['path']}; rerun `featpipe {stage}`"
-            )
-        return card
-
-    def _pixels(self, name, model_file, metadata):
-        from explanations import pixel_forest_model
-
-        return pixel_forest_model(_load_joblib(model_file), name=name, metadata=metadata)
-
-    def _features(self, name, record, card, model_file, metadata):
-        from explanations import feature_model
-        from classifiers.cnn.training import load_model
-
-        extractor = self._extractor(record.feature_file)
-        classifier = load_model(model_file) if model_file.suffix == ".keras" else _load_joblib(model_file)
-        return feature_model(extractor, classifier, name=name, classes=card["output_labels"], metadata=metadata)
-
-    def _images(self, name, card, model_file, record, metadata):
-        from explanations import keras_classifier_model
-        from classifiers.cnn.training import load_model
-
-        metadata.update(backbone=record.backbone, weights=record.weights, random_weights=record.random_weights)
-        return keras_classifier_model(load_model(model_file), card["output_labels"], name=name, metadata=metadata)
-
-    def _extractor(self, feature_file):
-        """The backbone that made ``feature_file``, built once, with the weights it was made with."""
-        from explanations import SharedExtractor
-        from features.engine import FeatureExtractor
-        from features.feature_store import complete_metadata
-
-        if feature_file not in self._extractors:
-            made = complete_metadata(feature_file)
-            extract = self.params["extract"]
-            extractor = FeatureExtractor(
-                backbone=made["backbone"], layer=made["layer"],
-                weights="imagenet" if made["weights"] == "model file" else made["weights"],
-                batch_size=extract["batch_size"], precision=made["precision"], device=extract["device"], seed=made["seed"],
-            ).fit()
-            if extractor.weights_sha256_ != made["weights_sha256"]:
-                raise FeatpipeError(
-                    f"{feature_file} was made with other weights than {made['weights']} gives now "
-                    f"(SHA-256 {made['weights_sha256'][:12]} vs {extractor.weights_sha256_[:12]}); rerun `featpipe extract`"
-                )
-            self._extractors[feature_file] = SharedExtractor(extractor)
-        return self._extractors[feature_file]
+    trained, missing = [], []
+    for name, stage in expected_records(params):
+        (trained if paths.metrics_file(name).exists() else missing).append((name, stage))
+    return trained, missing
 
 
-def _load_joblib(path):
-    import joblib
+def load_models(names, params, store):
+    """Each trained model from its folder (:func:`classifiers.load_model`), refused unless trained on ``store``.
 
-    return joblib.load(path)
+    Everything loads before any map is made. Feature models on one feature
+    file share one backbone, which remembers the rows it computed: occlusion
+    and LIME perturb the images alike for every model.
+    """
+    from classifiers.loading import Backbones, load_model
+
+    extract = params["extract"]
+    backbones = Backbones(batch_size=extract["batch_size"], device=extract["device"], remember_rows=True)
+    models = []
+    for name, stage in names:
+        folder = paths.MODELS_DIR / name
+        model = load_model(folder, backbones=backbones)
+        if model.record.data.get("image_store_fingerprint") != store["image_store_fingerprint"]:
+            raise FeatpipeError(f"{folder} was trained on another image store than {store['path']}; rerun `featpipe {stage}`")
+        models.append(model)
+    return models
 
 
 def explain_model(model, images, labels, ids, settings, class_names, seed):
@@ -164,9 +112,12 @@ def explain(params_path, images):
     seed = params["seed"] if settings["seed"] is None else settings["seed"]
     store = store_description(images)
     sample, labels, ids = sample_images(images, settings["per_class"], seed)
-    check_patch(settings, sample.shape[1:])
-    loader = ModelLoader(params, store)
-    models = [loader.load(name, stage) for name, stage in expected_records(params)]
+    check_occlusion_settings(settings, sample.shape[1:])
+    trained, missing = trained_models(params)
+    models = load_models(trained, params, store)
+    if missing:
+        listed = ", ".join(f"{name} (`featpipe {stage}`)" for name, stage in missing)
+        click.echo(f"explain: not trained yet, so not explained: {listed}", err=True)
     click.echo(f"explain: {len(models)} model(s) on {len(sample)} test images", err=True)
     for model in models:
         seconds = explain_model(model, sample, labels, ids, settings, store["class_names"], seed)

@@ -64,5 +64,5 @@ def finetune(params_path, images, backbone):
     predicted, metrics = evaluate(finetuned.model, history, train, test, class_names)
     click.echo(write_image_model(
         paths.finetuned_model(backbone), "finetune", finetuned.model, metrics, predicted, test[1], class_names, settings,
-        params["seed"], data, backbone=backbone, weights=finetuned.weights, random_weights=finetuned.random_weights,
+        params["seed"], data, train[0].shape[1:], backbone=backbone, weights=finetuned.weights, random_weights=finetuned.random_weights,
     ))

@@ -18,8 +18,13 @@ def load_images(images):
         return splits["train"], splits["test"], store.class_names, data_record(store.attrs)
 
 
-def write_image_model(name, classifier, model, metrics, predicted, test_labels, class_names, settings, seed, data, **source):
-    """The record and files of an image model (scratch or fine-tuned): what ``train`` writes for the others."""
+def write_image_model(
+    name, classifier, model, metrics, predicted, test_labels, class_names, settings, seed, data, image_shape, **source
+):  # fmt: skip
+    """The record and files of an image model (scratch or fine-tuned): what ``train`` writes for the others.
+
+    ``image_shape`` is the stored images' (height, width, channels), the model's input.
+    """
     from classifiers.cnn.training import save_model
     from classifiers.records import ModelRecord, write_model_outputs
 
@@ -27,5 +32,5 @@ def write_image_model(name, classifier, model, metrics, predicted, test_labels, 
                          params=dict(settings), seed=seed, data=data, **source)
     return write_model_outputs(
         record, paths.model_files(name, ".keras"), y_true=test_labels, y_pred=predicted, class_names=class_names,
-        model=model, save=save_model, output_labels=range(len(class_names)),
+        model=model, save=save_model, output_labels=range(len(class_names)), image_shape=image_shape,
     )

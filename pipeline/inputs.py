@@ -9,12 +9,13 @@ from plumbing.errors import FeatpipeError
 
 
 def store_description(images):
-    """The image store's class names and :func:`~classifiers.evaluation.data_record`, plus its path."""
+    """The image store's class names, image shape and :func:`~classifiers.evaluation.data_record`, plus its path."""
     from classifiers.evaluation import data_record
     from features.image_store import ImageStore
 
     with ImageStore(images) as store:
-        return {"path": str(images), "class_names": store.class_names, **data_record(store.attrs)}
+        return {"path": str(images), "class_names": store.class_names, "image_shape": store.image_shape(),
+                **data_record(store.attrs)}
 
 
 def load_pixels(images):

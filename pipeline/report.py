@@ -66,14 +66,18 @@ def training_curves(models):
 
 
 def where_the_models_look(baseline, models):
-    """The explanation grids of the best feature model and of the pixel forest, those that exist."""
+    """The explanation grids of the best feature model and of the pixel forest, those that exist,
+    and the models whose maps carry a caveat (:mod:`explanations.caveats`)."""
+    from explanations.caveats import read_caveats
     from reporting.markdown import explanations_section, rank
 
     features = [record for record in models if record.input == "features"]
     shown = ([rank(features)[0]] if features else []) + [baseline]
     grids = [(record.model, paths.explanation_files(record.model)[1]) for record in shown]
     grids = [(name, relative_to_report(path)) for name, path in grids if path.exists()]
-    return explanations_section(grids, any(record.random_weights for record in shown))
+    explained = [paths.explanation_files(record.model)[0] for record in [baseline, *models]]
+    marked = [path.stem for path in explained if path.exists() and read_caveats(path)]
+    return explanations_section(grids, any(record.random_weights for record in shown), marked)
 
 
 @click.command()

@@ -43,4 +43,6 @@ def scratch(params_path, images):
     click.echo(f"scratch: a CNN on {len(train[1])} images of {'x'.join(map(str, train[0].shape[1:]))}", err=True)
     model, history = fit_scratch_cnn(*train, len(class_names), **settings, seed=params["seed"], verbose=keras_verbosity())
     predicted, metrics = evaluate(model, history, train, test, class_names)
-    click.echo(write_image_model(NAME, "cnn", model, metrics, predicted, test[1], class_names, settings, params["seed"], data))
+    click.echo(write_image_model(
+        NAME, "cnn", model, metrics, predicted, test[1], class_names, settings, params["seed"], data, train[0].shape[1:]
+    ))

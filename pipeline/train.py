@@ -67,6 +67,7 @@ def train_feature_file(path, metadata, names, settings, seed, store):
     from classifiers import get, train_and_score
     from classifiers.evaluation import check_finite, check_training_data
     from classifiers.records import write_model_outputs
+    from features.feature_store import extractor_settings
     from features.feature_store import load_features
 
     train, test = load_features(path, "train"), load_features(path, "test")
@@ -85,7 +86,8 @@ def train_feature_file(path, metadata, names, settings, seed, store):
         entry = get(name)
         click.echo(write_model_outputs(
             record, paths.model_files(model_id, entry.suffix), y_true=test.labels, y_pred=predicted,
-            class_names=store["class_names"], model=model, save=entry.save,
+            class_names=store["class_names"], model=model, save=entry.save, image_shape=store["image_shape"],
+            extractor=extractor_settings(metadata),
         ))
 
 
@@ -99,7 +101,7 @@ def model_record(model_id, classifier, options, seed, path, metadata, store, met
         features=paths.feature_name(path), feature_file=str(path), backbone=metadata.get("backbone"),
         layer=metadata.get("layer"), weights=weights, random_weights=weights == "none",
         params=dict(options), seed=seed,
-        data={key: value for key, value in store.items() if key not in ("path", "class_names")},
+        data={key: value for key, value in store.items() if key not in ("path", "class_names", "image_shape")},
     )
 
 

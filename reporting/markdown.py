@@ -189,13 +189,14 @@ def _points(difference):
     return f"{100 * difference:+.1f}"
 
 
-def explanations_section(grids, random_weights):
+def explanations_section(grids, random_weights, marked=()):
     """"Where the models look": the explanation grids of the best feature model and the pixel forest.
 
     Parameters
     ----------
     grids : list of (str, str), ``(model name, relative path of its PNG)``
     random_weights : bool, a backbone behind the maps has random weights
+    marked : sequence of str, the models whose Grad-CAM maps read their conv layer through a Flatten layer
     """
     lines = ["## Where the models look", ""]
     if not grids:
@@ -209,6 +210,14 @@ def explanations_section(grids, random_weights):
         "as numbers, are in `explanations/<model>.h5`.",
         "",
     ]
+    if marked:
+        lines += [
+            f"Grad-CAM and guided Grad-CAM of {', '.join(marked)} are marked * (in the grid, and as the `caveat` "
+            "attribute of their maps): the class score reads the conv layer through a Flatten layer, which gives "
+            "every position weights of its own, and Grad-CAM averages the gradients over positions, so evidence "
+            "that lies in where a feature sits does not show. Compare them with occlusion and LIME.",
+            "",
+        ]
     for name, path in grids:
         lines += [f"### {name}", "", f"![Explanations of {name}]({path})", ""]
     return lines

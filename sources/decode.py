@@ -10,6 +10,13 @@ The rules, in order:
 3. The shorter side is resized to ``size`` (Lanczos), then the centre is
    cropped to ``size`` x ``size``: nothing is stretched, the borders of the
    longer side are lost.
+
+An image store holds one channel mode: ``L`` (1 channel) when every image
+read was grayscale, else ``RGB`` (3), grayscale images then repeating their
+one channel (:func:`with_channels`). Decoding for a given channel mode
+(``featpipe predict``: a model's store) turns a colour image into ``L``
+before the resize (Pillow's ``convert("L")``: ITU-R 601-2 luma), as a
+grayscale photo would have been, and repeats a grayscale one after it.
 """
 
 import warnings
@@ -17,6 +24,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+CHANNELS = {"L": 1, "RGB": 3}
 GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 WHITE = (255, 255, 255, 255)
@@ -26,12 +34,21 @@ class UnreadableImage(Exception):
     """A file that cannot become an image; ``str(error)`` is the reason, for people."""
 
 
-def read_image(path, size):
+def read_image(path, size, channel_mode=None):
     """Decode ``path`` into a ``size`` x ``size`` uint8 array.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+    size : int
+    channel_mode : {None, "L", "RGB"}
+        ``None``: as the file is, grayscale or colour (what ``prepare`` reads).
+        ``"L"`` or ``"RGB"``: in that channel mode (see the module docstring).
 
     Returns
     -------
-    ndarray of shape (size, size) for a grayscale image, (size, size, 3) for a colour one.
+    ndarray of shape (size, size) for a grayscale image, (size, size, 3) for a
+    colour one; (size, size, 1 or 3) with a ``channel_mode``.
 
     Raises
     ------
@@ -43,8 +60,20 @@ def read_image(path, size):
         image = to_8bit(image)
     except ValueError:  # modes Pillow cannot convert, such as LAB to RGB
         raise UnreadableImage(f"mode {image.mode} cannot be converted to RGB") from None
+    if channel_mode == "L" and image.mode != "L":
+        image = image.convert("L")
     square = ImageOps.fit(image, (size, size), method=Image.Resampling.LANCZOS)
-    return np.asarray(square, dtype=np.uint8)
+    pixels = np.asarray(square, dtype=np.uint8)
+    return pixels if channel_mode is None else with_channels(pixels, CHANNELS[channel_mode])
+
+
+def with_channels(pixels, channels):
+    """A decoded image (height, width) or (height, width, 3) as (height, width, ``channels``), gray repeated for 3."""
+    if pixels.ndim == 3:
+        if pixels.shape[-1] != channels:
+            raise ValueError(f"cannot make a {pixels.shape[-1]}-channel image {channels}-channel; decode it in that mode")
+        return pixels
+    return pixels[..., np.newaxis] if channels == 1 else np.repeat(pixels[..., np.newaxis], 3, axis=2)
 
 
 def open_image(path, size):

@@ -10,9 +10,11 @@ channels: 1 when every image read is grayscale, else 3 (grayscale images are
 then repeated into three equal channels).
 """
 
+import collections
 import concurrent.futures
 import contextlib
 import functools
+import itertools
 import logging
 import multiprocessing
 import os
@@ -24,13 +26,14 @@ from tqdm import tqdm
 from plumbing.errors import FeatpipeError
 from sources import subsets
 from sources.dataset import SPLITS, Dataset, existing_folder, split_from_rows
-from sources.decode import UnreadableImage, read_image
+from sources.decode import UnreadableImage, read_image, with_channels
 from sources.registry import register_source
 
 NAME = "folder"
 IGNORED_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})
 SHOWN_IN_ERRORS = 3
 DECODE_CHUNK = 32  # files a decoding process takes at a time
+CHUNKS_AHEAD = 4  # chunks decoded ahead of the consumer, per process
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +154,8 @@ def read_images(root, ids, settings):
     """
     pixels, readable, skipped = [], [], []
     bar = tqdm(total=len(ids), desc="reading images", unit="img", disable=None if settings.progress else True)
-    read = functools.partial(_read_or_reason, root=root, size=settings.image_size)
-    with bar, _decoding_map(settings.workers, len(ids)) as decode:
+    read = functools.partial(read_or_reason, root=root, size=settings.image_size)
+    with bar, decoding_map(settings.workers, len(ids)) as decode:
         for position, (relative, (image, reason)) in enumerate(zip(ids, decode(read, ids))):
             bar.update()
             if reason is None:
@@ -164,17 +167,26 @@ def read_images(root, ids, settings):
     return pixels, readable, skipped
 
 
-def _read_or_reason(relative, root, size):
-    """``(pixels, None)``, or ``(None, reason)`` for a file that can't be read: what a decoding process returns."""
+def read_or_reason(relative, root, size, channel_mode=None):
+    """``(pixels, None)``, or ``(None, reason)`` for a file that can't be read: what a decoding process returns.
+
+    ``relative`` is the file's path under ``root``; ``size`` and
+    ``channel_mode`` are :func:`sources.decode.read_image`'s.
+    """
     try:
-        return read_image(root / relative, size), None
+        return read_image(Path(root) / relative, size, channel_mode), None
     except UnreadableImage as error:
         return None, str(error)
 
 
 @contextlib.contextmanager
-def _decoding_map(workers, count):
-    """A ``map`` that runs in ``workers`` processes (``None``: one per core), in order; the builtin one for 1."""
+def decoding_map(workers, count):
+    """A ``map`` that runs in ``workers`` processes (``None``: one per core), in order; the builtin one for 1.
+
+    At most a few chunks per process are decoded ahead of the consumer, so
+    memory stays bounded however many files there are, and a consumer that
+    works on each result meanwhile (a forward pass) overlaps the decoding.
+    """
     workers = min(workers or os.cpu_count() or 1, max(1, count // DECODE_CHUNK))
     if workers <= 1:
         yield map
@@ -183,9 +195,29 @@ def _decoding_map(workers, count):
     context = multiprocessing.get_context("forkserver")
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
         try:
-            yield lambda function, items: pool.map(function, items, chunksize=DECODE_CHUNK)
+            yield lambda function, items: _bounded_map(pool, function, items, ahead=CHUNKS_AHEAD * workers)
         finally:
             pool.shutdown(cancel_futures=True)
+
+
+def _bounded_map(pool, function, items, ahead):
+    """``map(function, items)`` on ``pool``, :data:`DECODE_CHUNK` items a task, at most ``ahead`` tasks waiting."""
+    chunks = _chunks(items, DECODE_CHUNK)
+    waiting = collections.deque(pool.submit(_map_chunk, function, chunk) for chunk in itertools.islice(chunks, ahead))
+    while waiting:
+        results = waiting.popleft().result()
+        waiting.extend(pool.submit(_map_chunk, function, chunk) for chunk in itertools.islice(chunks, 1))
+        yield from results
+
+
+def _chunks(items, size):
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def _map_chunk(function, chunk):
+    return [function(item) for item in chunk]
 
 
 def check_bad_fraction(skipped, total, max_bad_fraction, root, finished=True):
@@ -205,9 +237,8 @@ def stack_images(pixels):
     """ndarray of shape (n, size, size, 1) if every image is grayscale, else (n, size, size, 3)."""
     if not pixels:
         return np.zeros((0, 1, 1, 1), dtype=np.uint8)
-    if all(image.ndim == 2 for image in pixels):
-        return np.stack(pixels)[..., np.newaxis]
-    return np.stack([np.repeat(image[..., np.newaxis], 3, axis=2) if image.ndim == 2 else image for image in pixels])
+    channels = 1 if all(image.ndim == 2 for image in pixels) else 3
+    return np.stack([with_channels(image, channels) for image in pixels])
 
 
 def split_rows(labels, split_of, class_names, settings, root):

@@ -1,4 +1,4 @@
-"""Stratified, seeded choices of rows: subsets and train/test splits.
+"""Stratified, seeded choices of rows: subsets, train/test splits, and the nested draws of curves and explain.
 
 Every choice draws from its own NumPy generator, seeded with ``[seed,
 crc32(stream)]``, so the train subset does not change when the test size
@@ -107,3 +107,35 @@ def stratified_split(labels, test_fraction, seed):
 def shuffled(count, seed, stream):
     """ndarray of shape (count,): the rows 0..count-1 in a seeded random order."""
     return generator(seed, stream).permutation(count)
+
+
+def nested_class_draws(labels, sizes, seed, repeat=0):
+    """Stratified draws of ``size`` rows of every class, nested: each larger draw holds the smaller ones.
+
+    Each class's rows are shuffled once, by ``numpy.random.default_rng([seed,
+    repeat])``, and a size takes the first ``size`` of them: one labelling
+    campaign that grows (the learning curves' draws, and the images
+    ``explain`` shows).
+
+    Parameters
+    ----------
+    labels : ndarray of shape (n_samples,), the class of each row
+    sizes : sequence of int, rows of every class in each draw, each at most the smallest class's count
+    seed : int
+    repeat : int, which of the seed's independent campaigns
+
+    Returns
+    -------
+    list of ndarray, one per size: the chosen row indices, sorted
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng([seed, repeat])
+    shuffled = [rng.permutation(np.flatnonzero(labels == label)) for label in np.unique(labels)]
+    return [np.sort(np.concatenate([order[:size] for order in shuffled])) for size in sizes]
+
+
+def per_class_sample(labels, per_class, seed):
+    """``per_class`` rows of every class (fewer when a class has fewer), chosen by ``seed``: sorted row indices."""
+    labels = np.asarray(labels)
+    fewest = int(np.unique(labels, return_counts=True)[1].min())
+    return nested_class_draws(labels, [min(per_class, fewest)], seed)[0]

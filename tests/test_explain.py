@@ -20,15 +20,8 @@ import h5py
 import numpy as np
 import pytest
 
-from explanations import (
-    ExplainableModel,
-    explain,
-    feature_model,
-    keras_classifier_model,
-    pixel_forest_model,
-    save_explanation_grid,
-    write_explanations,
-)
+from classifiers.image_model import ImageClassifier, feature_model, keras_image_model, pixel_model
+from explanations import explain, methods_for, save_explanation_grid, write_explanations
 from explanations.occlusion import occlusion_maps, patch_corners
 from plumbing.errors import FeatpipeError
 
@@ -124,7 +117,7 @@ def backbone_file(keras, data, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def models(data, backbone_file):
-    """The pixel forest and the tiny CNN's features with rf and with dense, as ExplainableModels."""
+    """The pixel forest and the tiny CNN's features with rf and with dense, as ImageClassifiers."""
     from sklearn.ensemble import RandomForestClassifier
 
     from classifiers.dense import DenseHead
@@ -138,7 +131,7 @@ def models(data, backbone_file):
     feature_forest = RandomForestClassifier(100, random_state=0, n_jobs=1).fit(features, labels)
     head = DenseHead(hidden_units=(32,), epochs=40, seed=0).fit(features, labels)
     return {
-        "pixel_rf": pixel_forest_model(forest),
+        "pixel_rf": pixel_model(forest),
         "cnn-rf": feature_model(extractor, feature_forest, name="cnn-rf"),
         "cnn-dense": feature_model(extractor, head, name="cnn-dense"),
         "extractor": extractor,
@@ -160,9 +153,9 @@ def test_every_planted_model_learned_where_the_square_is(explained, data):
 
 
 def test_the_gradient_methods_apply_only_to_the_differentiable_model(models):
-    assert models["pixel_rf"].methods == ("occlusion", "lime")
-    assert models["cnn-rf"].methods == ("occlusion", "lime")
-    assert models["cnn-dense"].methods == ("occlusion", "lime", "grad_cam", "guided_backprop", "guided_grad_cam")
+    assert methods_for(models["pixel_rf"]) == ["occlusion", "lime"]
+    assert methods_for(models["cnn-rf"]) == ["occlusion", "lime"]
+    assert methods_for(models["cnn-dense"]) == ["occlusion", "lime", "grad_cam", "guided_backprop", "guided_grad_cam"]
 
 
 @pytest.mark.parametrize(
@@ -227,7 +220,7 @@ def linear_pixel_model(classes=3, size=6, channels=1, seed=0, calls=None):
         exp = np.exp(logits - logits.max(axis=1, keepdims=True))
         return exp / exp.sum(axis=1, keepdims=True)
 
-    return ExplainableModel("linear", scores, np.arange(classes), batch_size=16)
+    return ImageClassifier("linear", scores, np.arange(classes), batch_size=16)
 
 
 def test_occlusion_equals_a_direct_unbatched_computation():
@@ -268,6 +261,16 @@ def test_a_patch_larger_than_the_image_is_refused_with_one_line():
     assert str(error.value) == "occlusion patch: expected at most the image size (6x6), got 7"
 
 
+def test_a_stride_larger_than_the_patch_is_refused_before_any_pixel_goes_uncovered():
+    model = linear_pixel_model(size=8)
+    images = np.zeros((1, 8, 8, 1), np.uint8)
+    with pytest.raises(FeatpipeError) as error:
+        explain(model, images, [0], ["occlusion"], occlusion={"patch": 2, "stride": 3})
+    assert str(error.value) == "occlusion stride: expected at most the patch (2), got 3: a larger stride leaves pixels no patch covers"
+    maps = explain(model, images, [0], ["occlusion"], occlusion={"patch": 2, "stride": 2}).maps["occlusion"]
+    assert np.isfinite(maps).all()  # stride == patch tiles the image: every pixel has a value
+
+
 def test_a_gradient_method_on_a_forest_is_refused_with_what_applies(models, data):
     images, labels = data["test"]
     with pytest.raises(FeatpipeError) as error:
@@ -286,7 +289,7 @@ def test_lime_is_seeded_and_recovers_what_each_superpixel_adds_to_a_linear_model
         evidence = (images.astype(np.float64) / 255 * weights).sum(axis=(1, 2, 3)) / weights.sum()
         return np.stack([1 - evidence, evidence], axis=1)
 
-    model = ExplainableModel("linear", scores, [0, 1], batch_size=128)
+    model = ImageClassifier("linear", scores, [0, 1], batch_size=128)
     image = np.random.default_rng(0).integers(0, 256, size=(1,) + shape, dtype=np.uint8)
     settings = {"samples": 300, "segments": 20, "seed": 5}
     found = explain(model, image, [1], ["lime"], lime=settings).maps["lime"]
@@ -330,7 +333,9 @@ def test_guided_backprop_passes_only_positive_gradients_through_relus(keras):
 
 def test_the_split_graph_reproduces_the_model_and_scores_before_the_softmax(keras, models, data):
     images, _ = data["test"]
-    graphs = models["cnn-dense"].gradient_graphs(images.shape[1:])
+    from explanations.gradients import model_gradient_graphs
+
+    graphs = model_gradient_graphs(models["cnn-dense"], images.shape[1:])
     model = models["cnn-dense"]
     logits = model.run(graphs.from_conv, model.run(graphs.to_conv, images.astype(np.float32)))
     softmax = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -342,7 +347,7 @@ def test_the_split_graph_reproduces_the_model_and_scores_before_the_softmax(kera
 
 def test_a_keras_cnn_on_the_images_gets_every_method(keras, backbone_file, data):
     cnn = keras.saving.load_model(backbone_file)
-    model = keras_classifier_model(cnn, classes=np.arange(4), name="planted-cnn")
+    model = keras_image_model(cnn, classes=np.arange(4), name="planted-cnn")
     images, labels = data["test"]
     found = explain(model, images[:4], labels[:4], occlusion=OCCLUSION, lime={"samples": 50, "segments": 10})
     assert list(found.maps) == ["occlusion", "lime", "grad_cam", "guided_backprop", "guided_grad_cam"]
@@ -411,3 +416,22 @@ def test_the_png_grid_is_written(explained, data, tmp_path):
                          "labels": first.labels[:3], "predicted": first.predicted[:3]})
     save_explanation_grid(path, images[:3], few, QUADRANTS)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_grid_marks_maps_that_carry_a_caveat(explained, data, tmp_path):
+    from PIL import Image
+
+    from explanations.caveats import grad_cam_caveat
+
+    images, _ = data["test"]
+    first = explained["cnn-dense"]
+    plain = type(first)(**{**first.__dict__, "maps": {k: v[:2] for k, v in first.maps.items()},
+                           "labels": first.labels[:2], "predicted": first.predicted[:2]})
+    settings = {**plain.settings, "grad_cam": {**plain.settings["grad_cam"], "caveat": grad_cam_caveat("conv", "flatten")}}
+    marked = type(first)(**{**plain.__dict__, "settings": settings})
+    save_explanation_grid(tmp_path / "plain.png", images[:2], plain, QUADRANTS)
+    save_explanation_grid(tmp_path / "marked.png", images[:2], marked, QUADRANTS)
+    plain_pixels = np.asarray(Image.open(tmp_path / "plain.png").convert("L"))
+    marked_pixels = np.asarray(Image.open(tmp_path / "marked.png").convert("L"))
+    # The same maps and settings but the caveat: the grid must show it (a mark on the column, the caveat below).
+    assert plain_pixels.shape == marked_pixels.shape and (plain_pixels != marked_pixels).any()

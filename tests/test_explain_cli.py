@@ -108,9 +108,9 @@ def test_the_report_shows_the_best_feature_model_and_the_pixel_forest(project):
         ({"explain": {**FAST["explain"], "methods": ["occlusion", "saliency"]}},
          "params: explain.methods: unknown explanation method 'saliency'; expected one of: occlusion, lime"),
         ({"explain": {**FAST["explain"], "occlusion": {"patch": 20, "stride": 4}}},
-         "params: explain.occlusion.patch: 20 is larger than the 16x16 images"),
-        ({"train": {**FAST["train"], "classifiers": ["rf", "knn"]}},
-         "metrics file not found: reports/metrics/tiny-feat-knn.json (run `featpipe train` first)"),
+         "params: explain.occlusion.patch: expected at most the image size (16x16), got 20"),
+        ({"explain": {**FAST["explain"], "occlusion": {"patch": 4, "stride": 5}}},
+         "params: explain.occlusion.stride: expected at most the patch (4), got 5: a larger stride leaves pixels no patch covers"),
     ],
 )
 def test_bad_settings_are_one_line_and_nothing_is_written(project, capsys, change, expected):
@@ -137,6 +137,36 @@ def test_a_missing_model_folder_or_one_from_another_store_is_refused(project, ca
         card.write_text(json.dumps({**json.loads(original), "data": {"image_store_fingerprint": "another"}}))
         assert_refused(project, capsys, "data/models/tiny-feat-svm was trained on another image store")
         card.unlink()
-        assert_refused(project, capsys, "model folder data/models/tiny-feat-svm is missing or incomplete (run `featpipe train`)")
+        assert_refused(project, capsys, "model folder data/models/tiny-feat-svm is missing or incomplete: it has no model.json")
     finally:
         card.write_text(original)
+
+
+def test_models_not_trained_yet_are_named_and_the_others_explained(project):
+    params = yaml.safe_load((project.root / "params.yaml").read_text())
+    try:
+        asked = {**params, "train": {**FAST["train"], "classifiers": ["rf", "knn"]}, "finetune": {"backbones": ["vgg16"]}}
+        (project.root / "params.yaml").write_text(yaml.safe_dump(asked))
+        result = CliRunner().invoke(cli, ["explain"], catch_exceptions=False)
+    finally:
+        (project.root / "params.yaml").write_text(yaml.safe_dump(params))
+    assert result.exit_code == 0, result.output
+    assert "not trained yet, so not explained: tiny-feat-knn (`featpipe train`), vgg16-finetune (`featpipe finetune`)" in result.stderr
+    written = sorted(path.name for path in (project.root / "reports/explanations").glob("*.h5"))
+    assert written == ["pixel_rf.h5", "scratch-cnn.h5", "tiny-feat-rf.h5"]
+
+
+def test_grad_cam_through_a_flatten_layer_is_marked_in_the_file_and_the_report(project):
+    from explanations.caveats import read_caveats
+
+    invoke("explain")
+    folder = project.root / "reports/explanations"
+    scratch = read_caveats(folder / "scratch-cnn.h5")
+    assert sorted(scratch) == ["grad_cam", "guided_grad_cam"]
+    assert "reads block1_relu through the Flatten layer flatten" in scratch["grad_cam"]
+    assert read_caveats(folder / "tiny-feat-dense.h5") == {}  # global average pooling after its conv layer
+    with h5py.File(folder / "scratch-cnn.h5", "r") as file:
+        assert file["maps/grad_cam"].shape == (3, 16, 16)  # drawn and stored, not skipped
+    invoke("report")
+    text = (project.root / "reports/report.md").read_text()
+    assert "Grad-CAM and guided Grad-CAM of scratch-cnn are marked *" in text

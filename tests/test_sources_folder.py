@@ -347,3 +347,24 @@ def test_too_many_bad_files_stop_the_decoding_processes_early(tmp_path):
             (tmp_path / name / f"{index}.png").write_bytes(b"")
     with pytest.raises(FeatpipeError, match=r"at least \d+ of 80 files .* cannot be read"):
         load(tmp_path, workers=2, max_bad_fraction=0.05)
+
+
+def test_decoding_runs_a_few_chunks_ahead_of_its_consumer_not_all():
+    # Memory stays flat however many files: only a few chunks are decoded before the consumer takes them.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sources.folder import DECODE_CHUNK, _bounded_map
+
+    pulled = []
+
+    def items():
+        for item in range(100 * DECODE_CHUNK):
+            pulled.append(item)
+            yield item
+
+    with ThreadPoolExecutor(2) as pool:
+        results = _bounded_map(pool, abs, items(), ahead=3)
+        first = next(results)
+        assert len(pulled) <= 4 * DECODE_CHUNK
+        rest = list(results)
+    assert [first, *rest] == list(range(100 * DECODE_CHUNK))

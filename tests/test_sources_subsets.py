@@ -97,3 +97,23 @@ def test_registry_lists_sources_and_refuses_unknown_names():
     assert list_sources() == ["cifar10", "fashion_mnist", "folder"]
     with pytest.raises(FeatpipeError, match=r"unknown source 'mnist'; expected one of: cifar10, fashion_mnist, folder"):
         get_source("mnist")
+
+
+def test_nested_draws_hold_every_smaller_draw_and_take_size_rows_of_each_class():
+    from sources.subsets import nested_class_draws
+
+    labels = np.arange(30) % 3
+    small, large = nested_class_draws(labels, [2, 5], seed=4, repeat=1)
+    assert np.bincount(labels[small]).tolist() == [2, 2, 2] and np.bincount(labels[large]).tolist() == [5, 5, 5]
+    assert set(small) <= set(large) and list(large) == sorted(large)
+    assert not np.array_equal(nested_class_draws(labels, [5], seed=4, repeat=2)[0], large)
+
+
+def test_explain_and_the_learning_curves_draw_their_images_alike():
+    # One home for sampling: explain's sample is the curves' first draw of that size.
+    from learning_curves.curves import draw_subsets
+    from sources.subsets import per_class_sample
+
+    labels = np.random.default_rng(0).permutation(np.arange(40) % 4)
+    np.testing.assert_array_equal(per_class_sample(labels, 3, seed=7), draw_subsets(labels, [3], 1, 7).draws[0].rows)
+    assert np.bincount(labels[per_class_sample(labels, 50, seed=7)]).tolist() == [10, 10, 10, 10]  # capped by the class

@@ -40,7 +40,7 @@ from classifiers.cnn.training import (
     augmented,
     check_augment,
     check_fraction,
-    check_images,
+    check_labelled_images,
     fit_with_early_stopping,
     split_for_validation,
 )
@@ -277,7 +277,7 @@ def fit_finetune(
     finetune_backbone(backbone, unfreeze)
     head = TrainingSettings(learning_rate, lr_schedule, epochs, batch_size, patience)
     blocks = TrainingSettings(finetune_learning_rate, lr_schedule, epochs, batch_size, patience)
-    images, labels = check_images(images, labels, n_classes)
+    images, labels = check_labelled_images(images, labels, n_classes)
     images_fit, labels_fit, validation = split_for_validation(images, labels, validation_fraction, seed)
     finetuned = build_finetune_model(
         backbone, images.shape[1:], n_classes, weights=weights, input_size=input_size, dropout=dropout,

@@ -28,7 +28,7 @@ from classifiers.cnn.training import (
     augmented,
     check_augment,
     check_fraction,
-    check_images,
+    check_labelled_images,
     check_positive_int,
     fit_with_early_stopping,
     split_for_validation,
@@ -190,7 +190,7 @@ def fit_scratch_cnn(
     history : classifiers.cnn.training.TrainingHistory
     """
     settings = TrainingSettings(learning_rate, lr_schedule, epochs, batch_size, patience)
-    images, labels = check_images(images, labels, n_classes)
+    images, labels = check_labelled_images(images, labels, n_classes)
     images_fit, labels_fit, validation = split_for_validation(images, labels, validation_fraction, seed)
     model = build_scratch_cnn(images.shape[1:], n_classes, **architecture, train_images=images_fit, seed=seed)
     history = fit_with_early_stopping(model, images_fit, labels_fit, validation, settings, verbose=verbose)

@@ -25,6 +25,7 @@ import numpy as np
 
 from classifiers.dense import validation_split
 from classifiers.evaluation import check_labels
+from features.image_store import check_images
 from plumbing.atomic import atomic_output
 from plumbing.backend import load_keras
 from plumbing.errors import FeatpipeError
@@ -312,8 +313,8 @@ def save_model(model, path):
         model.save(aside)
 
 
-def load_model(path):
-    """Load a model saved by :func:`save_model`, featpipe's layers registered first.
+def load_keras_model(path):
+    """Load a Keras model saved by :func:`save_model`, featpipe's layers registered first.
 
     Plain ``keras.saving.load_model`` works too once ``features.preprocessing``
     is imported (it registers the resize-and-rescale layer of fine-tuned models).
@@ -323,16 +324,15 @@ def load_model(path):
     return load_keras().saving.load_model(path)
 
 
-def check_images(images, labels, n_classes, what="training images"):
-    """Refuse images a model can't take or labels outside ``range(n_classes)``, with one line.
+def check_labelled_images(images, labels, n_classes, what="training images"):
+    """Refuse images a model can't take (:func:`features.image_store.check_images`) or labels outside
+    ``range(n_classes)``, with one line.
 
     Returns ``(images, labels)`` as ndarrays: uint8 of shape (n_samples,
     height, width, channels) and int64 of shape (n_samples,).
     """
-    images = np.asarray(images)
+    images = check_images(images, what)
     labels = np.asarray(labels)
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
-        raise FeatpipeError(f"{what}: expected uint8 [N, H, W, 1|3] as stored, got {images.dtype} {images.shape}")
     if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
         raise FeatpipeError(f"{what}: expected {len(images)} integer labels, got {labels.dtype} {labels.shape}")
     check_labels(labels, what)
