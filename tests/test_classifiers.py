@@ -25,10 +25,10 @@ def data():
 
 
 def test_registry_lists_builds_and_refuses_unknown_names():
-    assert classifiers.available() == ["dense", "rf", "svm"]
+    assert classifiers.available() == ["dense", "knn", "logreg", "rf", "svm"]
     assert classifiers.get("dense").suffix == ".keras" and classifiers.get("rf").suffix == ".joblib"
-    with pytest.raises(FeatpipeError, match=r"^unknown classifier 'knn'; expected one of: dense, rf, svm$"):
-        classifiers.build("knn", seed=0)
+    with pytest.raises(FeatpipeError, match=r"^unknown classifier 'nosuch'; expected one of: dense, knn, logreg, rf, svm$"):
+        classifiers.build("nosuch", seed=0)
     with pytest.raises(ValueError, match="already registered"):
         classifiers.register("rf")(lambda seed: None)
 
@@ -79,16 +79,6 @@ def test_dense_validation_split_is_stratified_and_optional():
     X_fit, y_fit, (X_val, y_val) = validation_split(X, y, 0.1, seed=0)
     assert len(y_val) == 4 and sorted(y_val) == [0, 1, 2, 3] and len(y_fit) == 36
     assert validation_split(X, y, 0.0, seed=0)[2] is None
-
-
-def test_rbf_svm_refuses_more_rows_than_its_limit_and_points_to_linear_or_pca(data):
-    X_train, y_train, *_ = data
-    with pytest.raises(FeatpipeError, match=r"RBF SVC on 60 training rows is more than max_rbf_samples=59") as caught:
-        FeatureSVM(max_rbf_samples=59).fit(X_train, y_train)
-    assert "train.svm.kernel: linear" in str(caught.value) and "train.svm.pca_components" in str(caught.value)
-    FeatureSVM(kernel="linear", max_rbf_samples=59).fit(X_train, y_train)
-    with pytest.raises(FeatpipeError, match="pca_components=20 is more than the data allows"):
-        FeatureSVM(pca_components=20).fit(X_train, y_train)
 
 
 @pytest.mark.parametrize(
