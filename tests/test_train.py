@@ -180,3 +180,16 @@ def test_an_uncreatable_output_folder_stops_before_any_file_is_written(project, 
     assert errors == ["featpipe: error: cannot create output folder reports/metrics: reports/metrics is a file, not a folder"]
     assert not (project.root / "data" / "models" / "vgg16-fc2-rf").exists()
     assert not (project.root / "reports" / "plots").exists()
+
+
+def test_train_and_curves_take_one_features_option():
+    import click
+
+    from pipeline.curves import curves
+    from pipeline.options import features_option
+    from pipeline.train import train
+
+    reference = next(p for p in features_option(click.command()(lambda feature_paths: None)).params)
+    for command in (train, curves):
+        option = next(p for p in command.params if p.name == "feature_paths")
+        assert option.to_info_dict() == reference.to_info_dict(), command.name
