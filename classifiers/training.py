@@ -46,7 +46,8 @@ def training_details(model):
     probe chose by cross-validation.
     """
     if hasattr(model, "epochs_run_"):
-        return {"epochs_run": int(model.epochs_run_), "best_epoch": int(model.best_epoch_)}
+        details = {"epochs_run": int(model.epochs_run_), "best_epoch": int(model.best_epoch_)}
+        return {**details, "monitor": model.monitor_} if hasattr(model, "monitor_") else details
     return getattr(model, "fit_details_", None)
 
 

@@ -213,6 +213,7 @@ SCHEMA = {
             "epochs": integer(minimum=1, default=50),
             "batch_size": integer(minimum=1, default=64),
             "validation_fraction": number(low=0.0, high=1.0, default=0.1, high_inclusive=False),
+            "min_validation_per_class": integer(minimum=0, default=20),
             "patience": integer(minimum=1, default=5),
         },
         "search": {

@@ -119,3 +119,28 @@ def test_grid_search_summary_and_bad_grids(data):
         make_search(classifiers.build("svm", 0), {"c": [1.0]}, cv=3, seed=0, name="svm")
     with pytest.raises(FeatpipeError, match="needs at least 5 training rows of every class; class 2 has 1"):
         check_folds(np.array([0] * 6 + [1] * 6 + [2]), cv=5)
+
+
+def test_dense_head_standardises_like_standard_scaler_keeping_constant_features_at_scale_one():
+    from sklearn.preprocessing import StandardScaler
+
+    from classifiers.dense import standardising_variance
+
+    rng = np.random.default_rng(0)
+    # ReLU-like columns: the first is 0 on every training row, as dead units are with a few labels per class.
+    X = np.maximum(rng.normal(size=(15, 6)), 0).astype(np.float32)
+    X[:, 0], X[:, 1] = 0.0, 2.5
+    np.testing.assert_allclose(standardising_variance(X), StandardScaler().fit(X).scale_ ** 2, rtol=1e-6)
+    assert standardising_variance(X)[:2].tolist() == [1.0, 1.0]
+
+
+def test_dense_head_stays_sane_on_a_test_row_where_a_dead_training_feature_fires(data):
+    X_train, y_train, X_test, _ = data
+    X_train, X_test = X_train.copy(), X_test.copy()
+    X_train[:, -1], X_test[:, -1] = 0.0, 3.0  # never on in training, on in every test row
+    options = {"hidden_units": [16], "epochs": 15, "batch_size": 16, "patience": 3, "dropout": 0.2, "learning_rate": 1e-2}
+    head = classifiers.build("dense", 5, **options).fit(X_train, y_train)
+    X_quiet = X_test.copy()
+    X_quiet[:, -1] = 0.0
+    # Scaled by 1, the unit moves the logits a little; divided by Keras' epsilon it would swamp every other feature.
+    assert np.mean(head.predict(X_test) == head.predict(X_quiet)) >= 0.9
