@@ -169,7 +169,7 @@ SCHEMA = {
         "n_jobs": integer(default=-1),
     },
     "train": {
-        "classifiers": list_of(lambda v: isinstance(v, str), "classifier names", ["rf", "svm", "dense"]),
+        "classifiers": list_of(lambda v: isinstance(v, str), "classifier names", ["rf", "svm", "dense", "logreg", "knn"]),
         "scheduler": string(default=None, nullable=True),
         "rf": {
             "n_estimators": integer(minimum=1, default=200),

@@ -109,7 +109,7 @@ def save_curves_png(path, summary, title="Test accuracy against labelled images 
         axes.plot(sizes, mean, label=name, **style)
         if curve["baseline"]:
             axes.axhline(mean[-1], color="black", linewidth=0.8, linestyle=":", zorder=1,
-                         label=f"{name} at {curve['sizes'][-1]['per_class']} per class")
+                         label=_at_largest(name, curve["sizes"][-1]["per_class"]))
         axes.fill_between(sizes, mean - std, mean + std, color=style["color"], alpha=0.12, linewidth=0, zorder=1)
     axes.set_xscale("log")
     first = next(iter(summary["models"].values()))["sizes"]
@@ -123,6 +123,10 @@ def save_curves_png(path, summary, title="Test accuracy against labelled images 
     axes.set_title(title)
     axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=9)
     _save(figure, path)
+
+
+def _at_largest(name, per_class):
+    return f"{name} at {per_class} per class" if isinstance(per_class, int) else f"{name} with the whole split"
 
 
 def save_embedding_png(path, coordinates, labels, class_names, title):

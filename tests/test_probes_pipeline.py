@@ -1,6 +1,7 @@
-"""The probes through the whole pipeline: extract, train, explain and report, as a user runs them.
+"""The probes through the whole pipeline: extract, train, curves, explain and report, as a user runs them.
 
-A tiny CNN saved as a model file is the backbone, so every stage runs in seconds.
+A tiny CNN saved as a model file is the backbone, with two layers taken (two
+feature files, as several layers of VGG16 give), so every stage runs in seconds.
 """
 
 import json
@@ -21,6 +22,7 @@ PARAMS = {
     "baseline": {"n_estimators": 10, "n_jobs": 1},
     "train": {"classifiers": ["logreg", "knn"], "logreg": {"C": [0.1, 1.0], "cv": 2}, "knn": {"k": [1, 3], "cv": 2}},
     "scratch": {"filters": [4], "dense_units": 8, "epochs": 1, "augment": []},
+    "curves": {"per_class": [2, 4, "all"], "repeats": 2},
     "explain": {"per_class": 1, "methods": ["occlusion", "lime"], "occlusion": {"patch": 4, "stride": 4},
                 "lime": {"samples": 12, "segments": 4}},
 }
@@ -42,14 +44,18 @@ def project(tmp_path_factory):
     inputs = keras.Input((16, 16, 1))
     x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    keras.Model(inputs, keras.layers.Dense(16, activation="relu", name="feat")(x)).save(root / "tiny.keras")
-    params = {**PARAMS, "extract": {"backbones": [{"name": str(root / "tiny.keras"), "layer": "feat"}], "batch_size": 8}}
+    x = keras.layers.Dense(16, activation="relu", name="feat")(x)
+    keras.Model(inputs, keras.layers.Dense(8, activation="relu", name="deep")(x)).save(root / "tiny.keras")
+    backbones = [{"name": str(root / "tiny.keras"), "layer": layer} for layer in ("feat", "deep")]
+    params = {**PARAMS, "extract": {"backbones": backbones, "batch_size": 8}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     write_image_store(root / "data/prepared/images.h5", make_splits(n_train=24, n_test=12), source="tiny",
                       class_names=CLASS_NAMES, seed=0)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
-        for stage in ("extract", "baseline", "train", "scratch"):
+        for layer in ("feat", "deep"):
+            invoke("extract", "--backbone", str(root / "tiny.keras"), "--layer", layer)
+        for stage in ("baseline", "train", "scratch", "curves"):
             invoke(stage)
         yield root
 
@@ -81,9 +87,18 @@ def test_explain_maps_the_probes_with_their_probabilities(project):
             np.testing.assert_allclose(file["probabilities"][:].sum(axis=1), 1.0, rtol=1e-5)
 
 
-def test_the_report_ranks_the_probes_with_the_other_models(project):
+def test_the_report_ranks_the_probes_and_compares_the_feature_files(project):
     invoke("report")
     text = (project / "reports/report.md").read_text()
     rows = [line.split(" | ")[1] for line in text.splitlines() if line.startswith("| ") and line[2:3].isdigit()]
-    assert {"tiny-feat-logreg", "tiny-feat-knn", "pixel_rf", "scratch-cnn"} == set(rows)
+    assert {"tiny-feat-logreg", "tiny-feat-knn", "tiny-deep-logreg", "tiny-deep-knn", "pixel_rf", "scratch-cnn"} == set(rows)
     assert "| tiny-feat-knn | tiny.keras `feat` |" in text
+    which = text[text.index("## Which features?"):].split("\n\n")[2].splitlines()
+    assert which[0] == "| features | backbone, layer | dimensions | logreg | knn | best head |"
+    assert [line.split(" | ")[:3] for line in which[2:]] == [["| tiny-feat", "tiny.keras `feat`", "16"],
+                                                          ["| tiny-deep", "tiny.keras `deep`", "8"]]
+    assert "".join(which).count("**") == 2
+    curves = text[text.index("## How many labels?"):]
+    assert "| model | 2 / class | 4 / class | all (24) |" in curves
+    assert "Which features? The best head of each feature file" in curves
+    assert "With the whole training split (24 images) the best feature model" in curves
