@@ -130,3 +130,11 @@ def test_bad_probe_settings_are_one_line_naming_the_key(project, capsys, train, 
         err = capsys.readouterr().err
         assert exited.value.code == 2, err
         assert err.startswith(f"featpipe: error: {expected}") and err.count("\n") == 1, err
+
+
+def test_an_rbf_svm_approximated_on_the_whole_split_says_so_once(project):
+    set_params(project, train={"svm": {"max_rbf_samples": 50, "nystroem_components": 20}})
+    result = run_curves(project, per_class=[2, 5, "all"], classifiers=["svm"])
+    notes = [line for line in result.stderr.splitlines() if "approximated" in line]
+    assert notes == ["curves: svm: 60 training rows are more than max_rbf_samples=50: the RBF kernel is approximated "
+                     "(Nystroem, 20 components, then a linear SVM)"]
