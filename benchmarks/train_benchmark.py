@@ -1,19 +1,27 @@
-"""How long does each classifier take to fit and predict on CNN-sized features?
+"""How long does each classifier take to fit and predict on CNN-sized features, and how good is it?
 
 Fits every registered classifier, configured as the default ``params.yaml``
 configures it, on synthetic N x 4096 features (fc2-like: non-negative,
 about half zeros, 10 classes) for N = 2,000, 10,000 and 60,000, and prints
-fit and predict seconds as a Markdown table::
+fit and predict seconds and test accuracy as a Markdown table::
 
-    python benchmarks/train_benchmark.py                  # the README's table
+    python benchmarks/train_benchmark.py                  # the docs' table
     python benchmarks/train_benchmark.py --sizes 2000 --budget 60
+    python benchmarks/train_benchmark.py --only "svm rbf" "svm nystroem" --sizes 10000 20000 60000
 
-The RBF SVC runs only up to ``train.svm.max_rbf_samples`` rows (10,000 by
-default), where ``train`` itself refuses it: its fit time grows with the
-square of N. The linear variant (LinearSVC, liblinear) runs at every N, so
-both are shown side by side where both are allowed. A fit whose time,
-extrapolated from the previous N, would pass ``--budget`` seconds is skipped
-and the table says so.
+The SVM appears three ways: ``svm rbf``, the exact RBF SVC, run only up to
+``train.svm.max_rbf_samples`` rows (10,000 by default; its fit time grows
+with the square of N); ``svm nystroem``, the approximation ``train`` uses
+past that limit (Nystroem with ``train.svm.nystroem_components`` components,
+then a linear SVM), run at every N so that it can be compared with the exact
+SVC where both run; and ``svm linear`` (LinearSVC on the features). After
+the table, two lines check the approximation: its accuracy against the exact
+SVC at the largest N where both ran (within 1 point is the aim), and how its
+fit time grows from the smallest N past the limit to the largest (linear
+growth means the time ratio equals the rows ratio).
+
+A fit whose time, extrapolated from the previous N, would pass ``--budget``
+seconds is skipped and the table says so.
 """
 
 import argparse
@@ -32,7 +40,7 @@ N_TEST = 2000
 CLASS_OFFSET = 0.02
 DETECTORS, DETECTOR_BOOST = 16, 1.2
 # How fit time grows with N, to decide whether the next size fits the budget.
-GROWTH = {"rf": 1.2, "svm rbf": 2.0, "svm linear": 1.2, "dense": 1.1}
+GROWTH = {"rf": 1.2, "svm rbf": 2.0, "svm nystroem": 1.1, "svm linear": 1.2, "dense": 1.1, "logreg": 1.1, "knn": 2.0}
 
 
 def synthetic_features(n, dim, seed):
@@ -64,10 +72,14 @@ def variants(n, settings, only=None):
     """(label, registry name, options, reason not to run or None) at N = ``n``; ``only`` keeps those labels."""
     svm = settings["svm"]
     runs = [("rf", "rf", settings["rf"], None)]
-    too_many = f"not run: past max_rbf_samples={svm['max_rbf_samples']:,}, where `train` refuses RBF for the linear variant"
+    too_many = f"not run: past max_rbf_samples={svm['max_rbf_samples']:,}, where `train` approximates the kernel"
     runs.append(("svm rbf", "svm", {**svm, "kernel": "rbf"}, too_many if n > svm["max_rbf_samples"] else None))
+    # max_rbf_samples=1: the approximation at every N, to compare it with the exact SVC where both run.
+    runs.append(("svm nystroem", "svm", {**svm, "kernel": "rbf", "max_rbf_samples": 1}, None))
     runs.append(("svm linear", "svm", {**svm, "kernel": "linear"}, None))
     runs.append(("dense", "dense", settings["dense"], None))
+    runs.append(("logreg", "logreg", settings["logreg"], None))
+    runs.append(("knn", "knn", settings["knn"], None))
     return [run for run in runs if not only or run[0] in only]
 
 
@@ -79,11 +91,18 @@ def estimate(label, n, previous):
     return seconds * (n / n_before) ** GROWTH[label]
 
 
-def benchmark(sizes, dim, budget, seed, only=None):
-    """Fit and predict every variant at every size; print each row as it comes."""
+def benchmark(sizes, dim, budget, seed, only=None, components=None):
+    """Fit and predict every variant at every size; print each row as it comes.
+
+    Returns
+    -------
+    dict of (label, n) to ``(fit seconds, accuracy)``, the fits that ran
+    """
     settings = defaults()["train"]
+    if components is not None:
+        settings["svm"]["nystroem_components"] = components
     test_X, test_y = synthetic_features(N_TEST, dim, seed=seed + 1)
-    previous = {}
+    previous, measured = {}, {}
     for n in sizes:
         train_X, train_y = synthetic_features(n, dim, seed=seed)
         for label, name, options, reason in variants(n, settings, only):
@@ -96,9 +115,44 @@ def benchmark(sizes, dim, budget, seed, only=None):
             estimator = classifiers.build(name, seed, **options)
             model, _, metrics = fit_and_evaluate(estimator, train_X, train_y, test_X, test_y, [str(c) for c in range(N_CLASSES)])
             previous[label] = (n, metrics["fit_seconds"])
-            note = f"{model.epochs_run_} epochs" if hasattr(model, "epochs_run_") else ""
-            print_row((n, label, metrics["fit_seconds"], metrics["predict_seconds"], metrics["accuracy"], note))
+            measured[label, n] = (metrics["fit_seconds"], metrics["accuracy"])
+            print_row((n, label, metrics["fit_seconds"], metrics["predict_seconds"], metrics["accuracy"], fit_note(model)))
         del train_X
+    return measured
+
+
+def fit_note(model):
+    """What the fit decided: the dense head's epochs, the approximation's components, a probe's choice."""
+    if hasattr(model, "epochs_run_"):
+        return f"{model.epochs_run_} epochs"
+    details = getattr(model, "fit_details_", None) or {}
+    if "n_components" in details:
+        return f"{details['n_components']:,} components"
+    if "selected" in details:
+        return ", ".join(f"{key}={value}" for key, value in details["selected"].items()) + f" ({details['cv']}-fold)"
+    return ""
+
+
+def approximation_checks(measured, components):
+    """The approximation against the exact SVC where both ran, and how its fit time grows with N.
+
+    The growth is measured over the sizes with at least ``components`` rows,
+    where the approximation has all its components (below, it has one per row).
+    """
+    lines = []
+    both = sorted(n for label, n in measured if label == "svm rbf" and ("svm nystroem", n) in measured)
+    if both:
+        n = both[-1]
+        exact, approximate = measured["svm rbf", n][1], measured["svm nystroem", n][1]
+        lines.append(f"# at {n:,} rows the approximated RBF SVM scores {approximate:.3f} against the exact SVC's "
+                     f"{exact:.3f}: {100 * (approximate - exact):+.1f} points (the aim: within 1 point)")
+    grown = sorted(n for label, n in measured if label == "svm nystroem" and n >= components)
+    if len(grown) >= 2:
+        low, high = grown[0], grown[-1]
+        ratio = measured["svm nystroem", high][0] / measured["svm nystroem", low][0]
+        lines.append(f"# the approximated RBF SVM's fit time from {low:,} to {high:,} rows: x{ratio:.1f} for "
+                     f"x{high / low:.1f} the rows (linear growth: equal ratios)")
+    return lines
 
 
 def print_header(sizes, dim, budget):
@@ -106,8 +160,9 @@ def print_header(sizes, dim, budget):
     print(f"# train benchmark: synthetic N x {dim} features, {N_CLASSES} classes; predict on {N_TEST:,} rows")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average {load[0]:.2f} at start; "
           f"fits over ~{budget / 60:.0f} min (extrapolated) are skipped")
-    print("# classifiers as configured by the default params.yaml (rf: 200 trees, all cores; svm: C=10, "
-          "RBF up to train.svm.max_rbf_samples rows, LinearSVC at any N; dense: 256 units, early stopping)")
+    print("# classifiers as configured by the default params.yaml (rf: 200 trees, all cores; svm: C=10, exact "
+          "RBF up to train.svm.max_rbf_samples rows, the Nystroem approximation and LinearSVC at any N; dense: "
+          "256 units, early stopping; logreg and knn: C and k chosen by 3-fold cross-validation)")
     print()
     print("| N | classifier | fit s | predict s | accuracy | note |")
     print("| ---: | --- | ---: | ---: | ---: | --- |")
@@ -126,11 +181,17 @@ def main():
     parser.add_argument("--budget", type=float, default=900.0, help="skip fits expected to take longer (seconds)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--only", nargs="+", choices=sorted(GROWTH), help="run only these classifiers")
+    parser.add_argument("--nystroem-components", type=int, default=None,
+                        help="components of the approximation (default: train.svm.nystroem_components)")
     args = parser.parse_args()
     print_header(args.sizes, args.dim, args.budget)
     start = time.perf_counter()
-    benchmark(sorted(args.sizes), args.dim, args.budget, args.seed, args.only)
-    print(f"\n# total {time.perf_counter() - start:.0f} s; load average {os.getloadavg()[0]:.2f} at the end")
+    measured = benchmark(sorted(args.sizes), args.dim, args.budget, args.seed, args.only, args.nystroem_components)
+    print()
+    components = args.nystroem_components or defaults()["train"]["svm"]["nystroem_components"]
+    for line in approximation_checks(measured, components):
+        print(line)
+    print(f"# total {time.perf_counter() - start:.0f} s; load average {os.getloadavg()[0]:.2f} at the end")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 baseline, the CNNs on the images (:mod:`classifiers.cnn`), their records and evaluation,
 and every trained model as one object that takes images (:func:`load_model`).
 
-A registry maps each classifier name (``rf``, ``svm``, ``dense``) to a builder
-taking the seed and plain options; :func:`available` lists them.
+A registry maps each classifier name (``rf``, ``svm``, ``dense``, ``logreg``, ``knn``) to a
+builder taking the seed and plain options; :func:`available` lists them.
 :func:`load_model` opens any ``data/models/<name>/`` folder into an
 :class:`ImageClassifier`: uint8 images as the image store holds them in,
 ``predict``, ``predict_proba`` (or ``decision_function``) out. Importing this
@@ -12,7 +12,7 @@ package is cheap: Keras is imported only when a Keras model is fitted, built or 
 
 import importlib
 
-from classifiers import dense, rf, svm  # noqa: F401  (each registers its classifier)
+from classifiers import dense, knn, logreg, rf, svm  # noqa: F401  (each registers its classifier)
 from classifiers.evaluation import check_training_data, fit_and_evaluate, score
 from classifiers.registry import available, build, check_names, get, register
 from classifiers.training import train_and_score

@@ -61,3 +61,48 @@ def summarise(search):
 
 def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
+
+
+def probe_folds(y, cv, seed, name):
+    """The stratified folds a probe chooses its setting with: ``cv``, or fewer when a class has fewer rows.
+
+    A draw of 2 images per class can't be cut into 3 stratified folds; it
+    can into 2. How many folds ran is recorded with what they chose.
+
+    Parameters
+    ----------
+    y : ndarray of shape (n_samples,), the training labels
+    cv : int, folds asked for
+    seed : int, shuffles the rows before they are cut
+    name : str, the classifier's name, for messages
+
+    Returns
+    -------
+    sklearn.model_selection.StratifiedKFold
+
+    Raises
+    ------
+    FeatpipeError
+        A class has a single training row: nothing to hold out.
+    """
+    classes, counts = np.unique(y, return_counts=True)
+    if counts.min() < 2:
+        raise FeatpipeError(
+            f"{name}: choosing its setting by cross-validation needs at least 2 training rows of every class; "
+            f"class {classes[counts.argmin()]} has {counts.min()}"
+        )
+    return StratifiedKFold(n_splits=int(min(cv, counts.min())), shuffle=True, random_state=seed)
+
+
+def candidates(values):
+    """A grid's values sorted and without duplicates, so a tie goes to the smallest one."""
+    return sorted(set(values))
+
+
+def folds_note(name, y, cv):
+    """The line saying a probe runs fewer folds than ``cv`` on labels ``y`` (a class is short), or None."""
+    classes, counts = np.unique(y, return_counts=True)
+    if counts.min() >= cv or counts.min() < 2:
+        return None
+    return (f"{name}: {counts.min()}-fold cross-validation instead of cv={cv}: "
+            f"class {classes[counts.argmin()]} has only {counts.min()} training rows")

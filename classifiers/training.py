@@ -39,7 +39,34 @@ def train_and_score(name, options, seed, train, test, class_names, grid=None, cv
 
 
 def training_details(model):
-    """What the fit decided by itself (the dense head's epochs), or ``None``."""
+    """What the fit decided by itself, or ``None``.
+
+    The dense head's epochs; whatever else an estimator records in
+    ``fit_details_`` (a dict): the SVM's kernel approximation, the value a
+    probe chose by cross-validation.
+    """
     if hasattr(model, "epochs_run_"):
-        return {"epochs_run": int(model.epochs_run_), "best_epoch": int(model.best_epoch_)}
-    return None
+        details = {"epochs_run": int(model.epochs_run_), "best_epoch": int(model.best_epoch_)}
+        return {**details, "monitor": model.monitor_} if hasattr(model, "monitor_") else details
+    return getattr(model, "fit_details_", None)
+
+
+def check_fit(name, options, seed, y):
+    """Check that classifier ``name`` can fit on labels ``y``; the line to say when the fit is not what its settings name.
+
+    For example, an RBF SVM past ``max_rbf_samples`` rows approximates its
+    kernel, and a probe cross-validates with fewer folds when a class is
+    short. Returns ``None`` when there is nothing to say.
+
+    Parameters
+    ----------
+    y : ndarray of shape (n_samples,), the training labels
+
+    Raises
+    ------
+    FeatpipeError
+        The fit can't run on these labels (a probe with a single row of a class).
+    """
+    estimator = registry.build(name, seed, **options)
+    check = getattr(estimator, "check_fit", None)
+    return check(y) if check is not None else None

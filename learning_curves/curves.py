@@ -22,10 +22,16 @@ Every model of repeat ``r`` is seeded with ``seed + r``: the spread over
 repeats holds the model's own randomness (forest bootstrap, a dense head's
 initial weights) as well as the draw's, as a user who reruns would see it.
 
+**The whole split**: ``per_class`` may hold :data:`ALL` (``"all"``), one more
+point at the end of the curve: every training row, one draw (repeat 0,
+seeded with ``seed``), so that a curve ends at the full-data accuracy and
+the summary can say what share of it the few labels reach.
+
 Nothing here reads params or writes files; the ``curves`` stage does both.
 """
 
 import dataclasses
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -35,6 +41,10 @@ import numpy as np
 
 from plumbing.errors import FeatpipeError
 from sources.subsets import nested_class_draws
+
+# A per_class entry standing for the whole training split (the params file's word for it too).
+ALL = "all"
+
 
 @dataclasses.dataclass(frozen=True)
 class CurveModel:
@@ -66,10 +76,11 @@ class CurveModel:
 class Draw:
     """The training rows of one (size, repeat).
 
-    per_class : int, rows of every class
+    per_class : int, rows of every class, or :data:`ALL` (every training row)
     repeat : int, from 0
     model_seed : int, the seed every model of this repeat is built with
-    rows : ndarray of shape (per_class * n_classes,), sorted row indices into the training split
+    rows : ndarray of shape (per_class * n_classes,) (every row for :data:`ALL`), sorted row
+        indices into the training split
     """
 
     per_class: int
@@ -82,11 +93,12 @@ class Draw:
 class DrawPlan:
     """What :func:`draw_subsets` decided.
 
-    per_class : list of int, the sizes kept, ascending
+    per_class : list of int, the sizes kept, ascending, then :data:`ALL` when asked for
     repeats : int
     seed : int
-    draws : list of Draw, repeats outer, sizes inner
+    draws : list of Draw, repeats outer, sizes inner; the :data:`ALL` draw last
     left_out : list of dict ``{"per_class": int, "reason": str}``, sizes the split cannot supply
+    n_classes : int
     """
 
     per_class: list
@@ -94,6 +106,7 @@ class DrawPlan:
     seed: int
     draws: list
     left_out: list
+    n_classes: int = 0
 
 
 class FitResult(NamedTuple):
@@ -116,21 +129,37 @@ def check_settings(per_class, repeats):
 
     Parameters
     ----------
-    per_class : sequence of int, labelled training images per class
+    per_class : sequence of int or :data:`ALL`, labelled training images per class
     repeats : int, draws per size
 
     Returns
     -------
-    list of int
+    list of int, then :data:`ALL` when ``per_class`` holds it
     """
     sizes = list(per_class) if isinstance(per_class, (list, tuple, np.ndarray)) else None
-    if not sizes or not all(_is_count(size) and size >= 1 for size in sizes):
+    if not sizes or not all((_is_count(size) and size >= 1) or _is_all(size) for size in sizes):
         raise FeatpipeError(
-            f"per_class: expected a non-empty list of integers >= 1 (images per class), got {per_class!r}"
+            f"per_class: expected a non-empty list of integers >= 1 (images per class) or {ALL!r} "
+            f"(the whole training split), got {per_class!r}"
         )
     if not _is_count(repeats) or repeats < 1:
         raise FeatpipeError(f"repeats: expected an integer >= 1 (draws per size), got {repeats!r}")
-    return sorted({int(size) for size in sizes})
+    counts = sorted({int(size) for size in sizes if not _is_all(size)})
+    return counts + ([ALL] if any(_is_all(size) for size in sizes) else [])
+
+
+def _is_all(size):
+    return isinstance(size, str) and size == ALL
+
+
+def size_order(per_class):
+    """A sort key for a size: the counts ascending, :data:`ALL` after every one."""
+    return math.inf if _is_all(per_class) else per_class
+
+
+def size_phrase(per_class):
+    """``5 images per class``, or ``the whole training split`` for :data:`ALL`."""
+    return "the whole training split" if _is_all(per_class) else f"{per_class} images per class"
 
 
 def draw_subsets(labels, per_class, repeats, seed, class_names=None):
@@ -139,7 +168,7 @@ def draw_subsets(labels, per_class, repeats, seed, class_names=None):
     Parameters
     ----------
     labels : ndarray of shape (n_train,), the training split's class indices
-    per_class : sequence of int, rows of every class in a draw
+    per_class : sequence of int, rows of every class in a draw, or :data:`ALL` for every row (one draw)
     repeats : int, draws per size
     seed : int; repeat ``r`` shuffles with ``numpy.random.default_rng([seed, r])``
         (:func:`sources.subsets.nested_class_draws`)
@@ -152,19 +181,29 @@ def draw_subsets(labels, per_class, repeats, seed, class_names=None):
     Raises
     ------
     FeatpipeError
-        A bad setting, or no size the split can supply.
+        A bad setting, no size the split can supply, or a size the split
+        can't supply next to :data:`ALL` (the curve would not end at the
+        largest training set).
     """
     sizes = check_settings(per_class, repeats)
+    whole = sizes[-1] == ALL
+    counts_asked = [size for size in sizes if size != ALL]
     labels = np.asarray(labels)
     classes, counts = np.unique(labels, return_counts=True)
     smallest = int(classes[np.argmin(counts)])
     name = class_names[smallest] if class_names is not None else smallest
-    kept = [size for size in sizes if size <= counts.min()]
+    kept = [size for size in counts_asked if size <= counts.min()]
+    too_many = [size for size in counts_asked if size > counts.min()]
+    if whole and too_many:
+        raise FeatpipeError(
+            f"per_class: {too_many} next to {ALL!r}: more images per class than the training split holds of "
+            f"class {name!r} ({counts.min()} rows); {ALL!r} already ends the curve at the whole split"
+        )
     left_out = [
         {"per_class": size, "reason": f"class {name!r} has only {int(counts.min())} training rows"}
-        for size in sizes if size > counts.min()
+        for size in too_many
     ]
-    if not kept:
+    if not kept and not whole:
         raise FeatpipeError(
             f"per_class: every size is more than the training split holds of class {name!r} "
             f"({counts.min()} rows), got {list(per_class)!r}"
@@ -173,7 +212,9 @@ def draw_subsets(labels, per_class, repeats, seed, class_names=None):
     for repeat in range(repeats):
         for size, rows in zip(kept, nested_class_draws(labels, kept, seed, repeat)):
             draws.append(Draw(size, repeat, int(seed) + repeat, rows))
-    return DrawPlan(kept, int(repeats), int(seed), draws, left_out)
+    if whole:
+        draws.append(Draw(ALL, 0, int(seed), np.arange(len(labels))))
+    return DrawPlan(kept + ([ALL] if whole else []), int(repeats), int(seed), draws, left_out, len(classes))
 
 
 def fit_one(build, model_seed, X_train, y_train, X_test, y_test):
@@ -251,22 +292,28 @@ def fit_curves(models, y_train, y_test, draws, *, progress=True, n_jobs=None):
     return results
 
 
-def size_summary(per_class, n_classes, fits):
-    """One size of one model: every repeat's accuracy, their mean and sample standard deviation."""
-    accuracies = [fit.accuracy for fit in sorted(fits, key=lambda fit: fit.repeat)]
+def size_summary(per_class, n_train, n_classes, fits):
+    """One size of one model: every repeat's accuracy, their mean and sample standard deviation.
+
+    ``images_per_class`` is where the size sits on the curve's axis: ``per_class``
+    itself, or the whole split's rows per class (on average) for :data:`ALL`.
+    """
+    fits = sorted(fits, key=lambda fit: fit.repeat)
+    accuracies = [fit.accuracy for fit in fits]
     spread = float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else 0.0
     return {
         "per_class": per_class,
-        "n_train": per_class * n_classes,
+        "n_train": int(n_train),
+        "images_per_class": round(n_train / n_classes, 3),
         "accuracy": accuracies,
         "mean": round(float(np.mean(accuracies)), 6),
         "std": round(spread, 6),
-        "fit_seconds": [fit.fit_seconds for fit in sorted(fits, key=lambda fit: fit.repeat)],
+        "fit_seconds": [fit.fit_seconds for fit in fits],
     }
 
 
 def summarise_curves(models, plan, results):
-    """The JSON-ready record of a run: every model's curve, the draws, and the sentence.
+    """The JSON-ready record of a run: every model's curve, the draws, and the sentences.
 
     Parameters
     ----------
@@ -278,19 +325,21 @@ def summarise_curves(models, plan, results):
     -------
     dict with ``per_class``, ``repeats``, ``seed``, ``left_out``, ``std_ddof`` (1: sample standard deviation),
     ``models`` (``{name: {"features", "classifier", "baseline", "sizes": [{"per_class", "n_train",
-    "accuracy" (one per repeat), "mean", "std", "fit_seconds" (one per repeat)}]}}``),
+    "images_per_class", "accuracy" (one per repeat), "mean", "std", "fit_seconds" (one per repeat)}]}}``),
     ``draws`` (``[{"per_class", "repeat", "model_seed", "rows"}]``, once for all models),
-    ``match`` (see :func:`find_match`) and ``sentence``.
+    ``match`` (see :func:`find_match`) and ``sentence``, ``share`` (see :func:`find_share`)
+    and ``share_sentence``.
     """
-    n_classes = len(plan.draws[0].rows) // plan.draws[0].per_class
+    n_train = {draw.per_class: len(draw.rows) for draw in plan.draws}
     curves = {}
     for model in models:
         fits = [fit for fit in results if fit.model == model.name]
-        sizes = [size_summary(size, n_classes, [fit for fit in fits if fit.per_class == size])
+        sizes = [size_summary(size, n_train[size], plan.n_classes, [fit for fit in fits if fit.per_class == size])
                  for size in plan.per_class]
         curves[model.name] = {"features": model.features, "classifier": model.classifier,
                               "baseline": model.baseline, "sizes": sizes}
     match = find_match(curves)
+    share = find_share(curves)
     return {
         "per_class": list(plan.per_class),
         "repeats": plan.repeats,
@@ -302,12 +351,26 @@ def summarise_curves(models, plan, results):
                    "rows": draw.rows.tolist()} for draw in plan.draws],
         "match": match,
         "sentence": match_sentence(match, plan.repeats),
+        "share": share,
+        "share_sentence": share_sentence(share),
     }
 
 
-def curve_table(results):
-    """Long form for ``curves.csv``: one dict ``{model, per_class, repeat, accuracy}`` per fit."""
-    return [{"model": fit.model, "per_class": fit.per_class, "repeat": fit.repeat, "accuracy": fit.accuracy}
+def curve_table(results, whole_split_per_class=None):
+    """Long form for ``curves.csv``: one dict ``{model, per_class, repeat, accuracy}`` per fit.
+
+    Parameters
+    ----------
+    results : list of FitResult
+    whole_split_per_class : float or None
+        What ``per_class`` says for the fits on the whole split (:data:`ALL`):
+        its rows per class (``images_per_class`` of the summary), a number,
+        so that the plot's axis stays one of numbers.
+    """
+    if whole_split_per_class is None and any(_is_all(fit.per_class) for fit in results):
+        raise ValueError("curve_table: fits on the whole split need whole_split_per_class")
+    return [{"model": fit.model, "per_class": whole_split_per_class if _is_all(fit.per_class) else fit.per_class,
+             "repeat": fit.repeat, "accuracy": fit.accuracy}
             for fit in results]
 
 
@@ -315,10 +378,11 @@ def find_match(curves):
     """The fewest images per class at which a feature model matches the pixel forest at its largest size.
 
     A model *matches* at a size when its mean test accuracy over the repeats
-    is at least the pixel forest's mean at the largest size. Among the models
-    that match at the fewest images, the one with the higher mean there wins.
-    When none matches, the closest is the feature model with the highest mean
-    at any size.
+    is at least the pixel forest's mean at the largest size (the whole split
+    when :data:`ALL` was asked for). Among the models that match at the
+    fewest images, the one with the higher mean there wins. When none
+    matches, the closest is the feature model with the highest mean at any
+    size.
 
     Parameters
     ----------
@@ -334,10 +398,11 @@ def find_match(curves):
     if len(baselines) != 1 or not features:
         return None
     target = curves[baselines[0]]["sizes"][-1]
-    points = [(size["per_class"], -size["mean"], name) for name, curve in features.items() for size in curve["sizes"]]
+    points = [(size_order(size["per_class"]), -size["mean"], name, size["per_class"])
+              for name, curve in features.items() for size in curve["sizes"]]
     matching = [point for point in points if -point[1] >= target["mean"]]
     # Fewest images first, then the higher mean, then the name (a stable tie-break).
-    per_class, negative_mean, name = min(matching) if matching else min(points, key=lambda p: (p[1], p[0], p[2]))
+    _, negative_mean, name, per_class = min(matching) if matching else min(points, key=lambda p: (p[1], p[0], p[2]))
     return {
         "baseline": baselines[0],
         "target_per_class": target["per_class"],
@@ -349,17 +414,63 @@ def find_match(curves):
     }
 
 
+def _at(per_class):
+    return "with the whole training split" if _is_all(per_class) else f"at {per_class} images per class"
+
+
 def match_sentence(match, repeats):
     """The report's one sentence from :func:`find_match`'s answer (None when it has none)."""
     if match is None:
         return None
     draws = f"{repeats} draw{'s' if repeats > 1 else ''}"
-    target = (f"the pixel forest's accuracy at its largest size "
-              f"({match['target']:.3f} at {match['target_per_class']} images per class)")
+    target = f"the pixel forest's accuracy at its largest size ({match['target']:.3f} {_at(match['target_per_class'])})"
     if match["matched"]:
+        mean = (f"{match['mean']:.3f}, one fit" if _is_all(match["per_class"])
+                else f"mean {match['mean']:.3f} over {draws}")
         return (f"The best feature model, {match['model']}, first matches {target} with "
-                f"{match['per_class']} images per class (mean {match['mean']:.3f} over {draws}), "
+                f"{size_phrase(match['per_class'])} ({mean}), "
                 f"\"matches\" meaning a mean test accuracy at least that high.")
     return (f"No feature model matches {target} at any size, \"matches\" meaning a mean test accuracy "
             f"over {draws} at least that high; the closest is {match['model']}, "
-            f"{match['mean']:.3f} at {match['per_class']} images per class.")
+            f"{match['mean']:.3f} {_at(match['per_class'])}.")
+
+
+def find_share(curves):
+    """What share of its whole-split accuracy the best feature model reaches with few labels.
+
+    The best feature model is the one with the highest accuracy on the whole
+    training split (:data:`ALL`); its share at a size is its mean accuracy
+    there over that accuracy.
+
+    Parameters
+    ----------
+    curves : dict, ``summarise_curves(...)["models"]``
+
+    Returns
+    -------
+    dict ``{"model", "full", "n_train", "shares": [{"per_class", "mean", "share"}]}``, or None
+    without a whole-split point or without a feature model.
+    """
+    features = {name: curve for name, curve in curves.items() if not curve["baseline"]}
+    if not features or not _is_all(next(iter(features.values()))["sizes"][-1]["per_class"]):
+        return None
+    name = min(features, key=lambda name: (-features[name]["sizes"][-1]["mean"], name))
+    *few, whole = features[name]["sizes"]
+    shares = [{"per_class": size["per_class"], "mean": size["mean"],
+               "share": round(size["mean"] / whole["mean"], 6) if whole["mean"] > 0 else None} for size in few]
+    return {"model": name, "full": whole["mean"], "n_train": whole["n_train"], "shares": shares}
+
+
+def share_sentence(share):
+    """The report's sentence from :func:`find_share`'s answer (None when it has none)."""
+    if share is None:
+        return None
+    sentence = (f"With the whole training split ({share['n_train']} images) the best feature model, "
+                f"{share['model']}, scores {share['full']:.3f}")
+    reached = [point for point in share["shares"] if point["share"] is not None]
+    if not reached:
+        return sentence + "."
+    first, *rest = reached
+    parts = [f"{first['share']:.0%} of it with {first['per_class']} images per class"]
+    parts += [f"{point['share']:.0%} with {point['per_class']}" for point in rest]
+    return sentence + "; few labels reach " + ", ".join(parts) + "."

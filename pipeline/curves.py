@@ -1,28 +1,40 @@
 """The `curves` stage: what are the features worth with 5, 10, ... 200 labels per class?
 
 For every size in ``curves.per_class`` and every repeat, one stratified draw
-of the training split; the pixel forest (``baseline`` settings) and every
+of the training split (``all``: the whole split, one draw); the pixel forest (``baseline`` settings) and every
 classifier of ``curves.classifiers`` (default ``train.classifiers``, each with
 its ``train.<name>`` settings) on every feature file are fitted on the same
 draws and scored on the whole test split. It reuses the extracted features
 and the image store: nothing is extracted again. Writes ``reports/curves/``::
 
     curves.json                 every model's accuracies per size and repeat, mean, std,
-                                fit seconds, the rows of every draw, and the one sentence
+                                fit seconds, the rows of every draw, and the sentences
     curves.csv                  long form (model, per_class, repeat, accuracy): a DVC plot
     curves.png                  accuracy against images per class, +-1 std bands
     embedding-<features>.png    2-D t-SNE of up to 2,000 test rows, coloured by class
     embedding-pixels.png
 """
 
+import contextlib
 import functools
 
 import click
 
+from plumbing.errors import FeatpipeError
 from pipeline import paths
 from pipeline.inputs import checked_feature_file, load_pixels, store_description
-from pipeline.options import images_option, params_option, scheduler_option
+from pipeline.options import features_option, images_option, params_option, scheduler_option
 from pipeline.stage import params_key, stage_params
+
+
+@contextlib.contextmanager
+def curves_settings():
+    """A library error about ``per_class`` or ``repeats`` names its key: ``params: curves.per_class: ...``."""
+    try:
+        yield
+    except FeatpipeError as error:
+        raise FeatpipeError(f"params: curves.{error}") from None
+
 
 def classifier_names(params):
     """``curves.classifiers``, or ``train.classifiers`` when it is null; an unknown name names the key."""
@@ -54,15 +66,42 @@ def curve_models(params, feature_paths, names, pixels, store):
     return models, weights
 
 
+def check_fits(models, plan, y_train, params):
+    """Before any fit: every classifier can fit every size's draw; the lines they have to say, once each."""
+    from classifiers.training import check_fit
+    from learning_curves.curves import size_phrase
+
+    notes = []
+    one_draw_per_size = {draw.per_class: draw for draw in plan.draws}  # a size's draws hold the same class counts
+    for model in models:
+        options = params["baseline"] if model.baseline else params["train"][model.classifier]
+        for size, draw in one_draw_per_size.items():
+            try:
+                notes.append(check_fit(model.classifier, options, draw.model_seed, y_train[draw.rows]))
+            except FeatpipeError as error:
+                raise FeatpipeError(f"params: curves.per_class: {size_phrase(size)}: {error}") from None
+    return list(dict.fromkeys(note for note in notes if note))
+
+
+def left_out_line(left_out):
+    """One line for every size the split can't supply (they share the reason: the smallest class)."""
+    if not left_out:
+        return None
+    sizes = ", ".join(str(note["per_class"]) for note in left_out)
+    return f"{sizes} images per class left out: {left_out[0]['reason']}"
+
+
 def write_curves(summary, results, weights):
     """curves.json, curves.csv and curves.png."""
-    from learning_curves.curves import curve_table
+    from learning_curves.curves import ALL, curve_table
     from classifiers.evaluation import write_csv, write_json
     from reporting.plots import save_curves_png
 
     summary = {**summary, "weights": weights, "random_weights": sorted(name for name, w in weights.items() if w == "none")}
+    whole = next((size["images_per_class"] for curve in summary["models"].values() for size in curve["sizes"]
+                  if size["per_class"] == ALL), None)
     write_json(paths.CURVES_JSON, summary, compact=("draws",))
-    write_csv(paths.CURVES_CSV, ["model", "per_class", "repeat", "accuracy"], curve_table(results))
+    write_csv(paths.CURVES_CSV, ["model", "per_class", "repeat", "accuracy"], curve_table(results, whole))
     title = "Test accuracy against labelled images per class"
     if summary["random_weights"]:
         title += f"\nWARNING: random weights ({', '.join(summary['random_weights'])}): not ImageNet features"
@@ -88,10 +127,7 @@ def draw_embeddings(models, y_test, class_names, seed, weights):
 @click.command()
 @params_option
 @images_option
-@click.option(
-    "--features", "feature_paths", multiple=True, type=click.Path(dir_okay=False),
-    help="Feature file (repeatable); default: one per extract.backbones entry.",
-)
+@features_option
 @click.option("--repeats", type=int, default=None, help="Draws per size  [curves.repeats]")
 @scheduler_option
 def curves(params_path, images, feature_paths, repeats, scheduler):
@@ -106,9 +142,12 @@ def curves(params_path, images, feature_paths, repeats, scheduler):
     pixels, class_names, _ = load_pixels(images)
     models, weights = curve_models(params, feature_paths, names, pixels, store)
     y_train, y_test = pixels["train"][1], pixels["test"][1]
-    plan = draw_subsets(y_train, params["curves"]["per_class"], params["curves"]["repeats"], params["seed"], class_names)
-    for note in plan.left_out:
-        click.echo(f"curves: {note['per_class']} images per class left out: {note['reason']}", err=True)
+    with curves_settings():
+        plan = draw_subsets(y_train, params["curves"]["per_class"], params["curves"]["repeats"], params["seed"],
+                            class_names)
+    for line in [left_out_line(plan.left_out), *check_fits(models, plan, y_train, params)]:
+        if line:
+            click.echo(f"curves: {line}", err=True)
     click.echo(f"curves: {len(models)} models x {len(plan.draws)} draws ({len(plan.per_class)} sizes x "
                f"{plan.repeats} repeats)", err=True)
     with joblib_backend(scheduler or params["train"]["scheduler"]):
@@ -116,6 +155,7 @@ def curves(params_path, images, feature_paths, repeats, scheduler):
     summary = summarise_curves(models, plan, results)
     write_curves(summary, results, weights)
     draw_embeddings(models, y_test, class_names, params["seed"], weights)
-    if summary["sentence"]:
-        click.echo(summary["sentence"])
+    for sentence in (summary["sentence"], summary["share_sentence"]):
+        if sentence:
+            click.echo(sentence)
     click.echo(f"curves: {len(results)} fits -> {paths.CURVES_DIR}/")

@@ -27,3 +27,10 @@ scheduler_option = click.option(
     help="Dask scheduler address (tcp://host:8786) to spread the work over; default: params, else this process.",
 )
 
+features_option = click.option(
+    "--features",
+    "feature_paths",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Feature file (repeatable); default: one per extract.backbones entry.",
+)

@@ -171,6 +171,19 @@ def _check_distinct_backbones(key, entries):
         first[name, layer] = index
 
 
+def _is_positive_number(value):
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value) and value > 0
+
+
+def grid_of(item_check, expected, default):
+    """A non-empty list of candidate values a probe chooses from by cross-validation."""
+    return Rule(f"a non-empty list of {expected}", lambda v: isinstance(v, list) and bool(v) and all(item_check(i) for i in v), default)
+
+
+def _is_curve_size(value):
+    return (_is_int(value) and value >= 1) or value == ALL_ROWS
+
+
 def _is_grid(value):
     return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, list) and v for k, v in value.items())
 
@@ -207,6 +220,12 @@ def _image_training(epochs, batch_size, patience, dropout, augment):
     }
 
 
+# Landmark rows of the Nystroem approximation an RBF SVM uses past train.svm.max_rbf_samples rows.
+NYSTROEM_COMPONENTS = 4000
+
+# `curves.per_class` entry meaning the whole training split (one draw).
+ALL_ROWS = "all"
+
 # NumPy's and scikit-learn's seeds, and the HDF5 attribute featpipe stores them in, take 32 bits.
 MAX_SEED = 2**32 - 1
 
@@ -240,7 +259,7 @@ SCHEMA = {
         "n_jobs": integer(default=-1),
     },
     "train": {
-        "classifiers": list_of(lambda v: isinstance(v, str), "classifier names", ["rf", "svm", "dense"]),
+        "classifiers": list_of(lambda v: isinstance(v, str), "classifier names", ["rf", "svm", "dense", "logreg", "knn"]),
         "scheduler": string(default=None, nullable=True),
         "rf": {
             "n_estimators": integer(minimum=1, default=200),
@@ -263,6 +282,18 @@ SCHEMA = {
             ),
             "pca_components": integer(minimum=1, default=None, nullable=True),
             "max_rbf_samples": integer(minimum=1, default=10000),
+            "nystroem_components": integer(minimum=1, default=NYSTROEM_COMPONENTS),
+        },
+        "logreg": {
+            "C": grid_of(_is_positive_number, "positive numbers (inverse regularisation strengths)", [0.001, 0.01, 0.1, 1.0]),
+            "cv": integer(minimum=2, default=3),
+            "max_iter": integer(minimum=1, default=1000),
+            "n_jobs": integer(default=1),
+        },
+        "knn": {
+            "k": grid_of(lambda v: _is_int(v) and v >= 1, "integers >= 1 (neighbours)", [1, 5, 10, 20, 50]),
+            "cv": integer(minimum=2, default=3),
+            "n_jobs": integer(default=1),
         },
         "dense": {
             "hidden_units": list_of(lambda v: isinstance(v, int) and v > 0, "positive integers", [256], min_length=0),
@@ -272,6 +303,7 @@ SCHEMA = {
             "epochs": integer(minimum=1, default=50),
             "batch_size": integer(minimum=1, default=64),
             "validation_fraction": number(low=0.0, high=1.0, default=0.1, high_inclusive=False),
+            "min_validation_per_class": integer(minimum=0, default=20),
             "patience": integer(minimum=1, default=5),
         },
         "search": {
@@ -312,7 +344,7 @@ SCHEMA = {
         "seed": integer(minimum=0, maximum=MAX_SEED, default=None, nullable=True),
     },
     "curves": {
-        "per_class": list_of(lambda v: _is_int(v) and v >= 1, "integers >= 1", [5, 10, 20, 50, 100, 200]),
+        "per_class": list_of(_is_curve_size, f"integers >= 1 or {ALL_ROWS!r}", [5, 10, 20, 50, 100, 200]),
         "repeats": integer(minimum=1, default=5),
         "classifiers": Rule(
             "a list of classifier names or null", lambda v: isinstance(v, list) and all(isinstance(i, str) for i in v), None,

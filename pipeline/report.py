@@ -2,7 +2,10 @@
 
 It reports the records that the params ask the training stages for
 (:func:`pipeline.stage.expected_records`), so a model left over from an
-earlier configuration never sneaks into the table.
+earlier configuration never sneaks into the table. A model asked for but not
+trained yet (no metrics file) is named in the report and on stderr, and the
+report shows the others; a metrics file that is there but is not a record
+stops it.
 """
 
 import os
@@ -22,14 +25,28 @@ def relative_to_report(path):
 
 
 def read_records(params, metrics_paths=()):
-    """The pixel baseline's record and the other models' (those named in ``metrics_paths``, else every expected one)."""
+    """The records to report: ``(baseline, models, missing)``.
+
+    ``baseline`` is the pixel baseline's record (None when it is not trained
+    yet), ``models`` the others' (those named in ``metrics_paths``, which must
+    exist, else every expected one that exists), ``missing`` the
+    ``(model name, stage)`` of every expected one without a metrics file.
+    """
     from classifiers.records import read_record
 
-    baseline = read_record(paths.metrics_file(paths.BASELINE_MODEL), "baseline")
-    if metrics_paths:
-        return baseline, [read_record(path, "train") for path in metrics_paths]
-    others = [(name, stage) for name, stage in expected_records(params) if name != paths.BASELINE_MODEL]
-    return baseline, [read_record(paths.metrics_file(name), stage) for name, stage in others]
+    expected = [(paths.BASELINE_MODEL, "baseline")] if metrics_paths else expected_records(params)
+    found, missing = {}, []
+    for name, stage in expected:
+        if paths.metrics_file(name).exists():
+            found[name] = read_record(paths.metrics_file(name), stage)
+        else:
+            missing.append((name, stage))
+    models = [read_record(path, "train") for path in metrics_paths] or [
+        record for name, record in found.items() if name != paths.BASELINE_MODEL]
+    if not models and paths.BASELINE_MODEL not in found:
+        raise FeatpipeError(f"nothing to report: no metrics file of the models the params ask for in {paths.METRICS_DIR} "
+                            "(run `dvc repro`, or `featpipe baseline` and `featpipe train`)")
+    return found.get(paths.BASELINE_MODEL), models, missing
 
 
 def learning_curves():
@@ -72,7 +89,7 @@ def where_the_models_look(baseline, models):
     from reporting.markdown import explanations_section, rank
 
     features = [record for record in models if record.input == "features"]
-    shown = ([rank(features)[0]] if features else []) + [baseline]
+    shown = ([rank(features)[0]] if features else []) + ([baseline] if baseline else [])
     grids = [(record.model, paths.explanation_files(record.model)[1]) for record in shown]
     grids = [(name, relative_to_report(path)) for name, path in grids if path.exists()]
     explained = [paths.explanation_files(record.model)[0] for record in [baseline, *models]]
@@ -93,25 +110,31 @@ def report(params_path, metrics_paths):
     from reporting.markdown import random_weight_sources, rank, render_report
 
     params = stage_params(params_path)
-    baseline, models = read_records(params, metrics_paths)
-    ranked = rank([baseline, *models])
+    baseline, models, missing = read_records(params, metrics_paths)
+    ranked = rank(([baseline] if baseline else []) + models)
     save_accuracy_chart(
         paths.ACCURACY_CHART,
         [record.model for record in ranked],
         [record.accuracy for record in ranked],
-        baseline=baseline.model,
+        baseline=baseline.model if baseline else None,
         highlight={record.model for record in models if record.random_weights},
     )
     text = render_report(
         baseline, models,
         accuracy_chart=relative_to_report(paths.ACCURACY_CHART),
         best_confusion=lambda name: relative_to_report(paths.confusion_files(name)[1]),
+        model_folder=lambda name: (paths.MODELS_DIR / name).as_posix(),
         sections=[training_curves(models), learning_curves(), where_the_models_look(baseline, models)],
+        missing=missing,
     )
     with atomic_output(paths.REPORT_FILE) as aside:
         aside.write_text(text)
     random = random_weight_sources(models)
     if random:
         click.echo(f"report: WARNING: features from random weights ({', '.join(random)}); the report says so at the top", err=True)
-    click.echo(f"report: {len(models)} model(s) and the pixel baseline; best {ranked[0].model} "
+    if missing:
+        names = ", ".join(f"{name} (`featpipe {stage}`)" for name, stage in missing)
+        click.echo(f"report: not trained yet, left out of the report: {names}", err=True)
+    baseline_part = " and the pixel baseline" if baseline else " (no pixel baseline yet)"
+    click.echo(f"report: {len(models)} model(s){baseline_part}; best {ranked[0].model} "
                f"({ranked[0].accuracy:.4f}) -> {paths.REPORT_FILE}")

@@ -18,7 +18,7 @@ import click
 from plumbing.errors import FeatpipeError
 from pipeline import paths
 from pipeline.inputs import checked_feature_file, store_description
-from pipeline.options import images_option, params_option, scheduler_option
+from pipeline.options import features_option, images_option, params_option, scheduler_option
 from pipeline.stage import stage_params
 
 # scikit-learn, h5py and the classifiers are imported where they are used, so
@@ -29,12 +29,14 @@ def check_plan(feature_paths, names, settings, seed, store):
     """Everything that can be checked before the first fit; returns each file's metadata.
 
     Refuses unknown classifiers, missing, incomplete or mismatched feature
-    files, single-class training sets, sizes a classifier refuses (an RBF
-    SVM past ``max_rbf_samples``) and bad search grids or folds.
+    files, single-class training sets, training sets a classifier can't fit
+    (a probe's cross-validation with one row of a class) and bad search
+    grids or folds.
     """
     from classifiers import build, check_names
     from classifiers.evaluation import check_labels
     from classifiers.search import check_folds, check_grid
+    from classifiers.training import check_fit
 
     check_names(names)
     search = settings["search"]
@@ -44,11 +46,10 @@ def check_plan(feature_paths, names, settings, seed, store):
         check_labels(labels, f"{path} train")
         for name in names:
             estimator = build(name, seed, **settings.get(name, {}))
-            if hasattr(estimator, "check_size"):
-                try:
-                    estimator.check_size(len(labels))
-                except FeatpipeError as error:
-                    raise FeatpipeError(f"{path}: {error}") from None
+            try:
+                check_fit(name, settings.get(name, {}), seed, labels)
+            except FeatpipeError as error:
+                raise FeatpipeError(f"{path}: {error}") from None
             grid = search_grid(search, name)
             if grid:
                 check_grid(estimator, grid, name)
@@ -66,6 +67,7 @@ def train_feature_file(path, metadata, names, settings, seed, store):
     """Fit every classifier in ``names`` on one feature file and write its outputs."""
     from classifiers import get, train_and_score
     from classifiers.evaluation import check_finite, check_training_data
+    from classifiers.training import check_fit
     from classifiers.records import write_model_outputs
     from features.feature_store import extractor_settings
     from features.feature_store import load_features
@@ -78,6 +80,9 @@ def train_feature_file(path, metadata, names, settings, seed, store):
         model_id = paths.model_name(path, name)
         click.echo(f"train: {model_id} on {train.features.shape[0]} x {train.features.shape[1]} features"
                    + (" (grid search)" if grid else ""), err=True)
+        note = check_fit(name, settings.get(name, {}), seed, train.labels)
+        if note:
+            click.echo(f"train: {note}", err=True)
         model, predicted, metrics = train_and_score(
             name, settings.get(name, {}), seed, (train.features, train.labels), (test.features, test.labels),
             store["class_names"], grid=grid, cv=settings["search"]["cv"],
@@ -117,13 +122,10 @@ def record_names(params):
 @click.command()
 @params_option
 @images_option
-@click.option(
-    "--features", "feature_paths", multiple=True, type=click.Path(dir_okay=False),
-    help="Feature file to train on (repeatable); default: one per extract.backbones entry.",
-)
+@features_option
 @click.option(
     "--classifier", "classifier_names", multiple=True, metavar="NAME",
-    help="Classifier to train (repeatable): rf, svm, dense; default: train.classifiers.",
+    help="Classifier to train (repeatable): dense, knn, logreg, rf, svm; default: train.classifiers.",
 )
 @scheduler_option
 def train(params_path, images, feature_paths, classifier_names, scheduler):

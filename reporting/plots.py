@@ -86,7 +86,8 @@ def save_curves_png(path, summary, title="Test accuracy against labelled images 
 
     The baseline (the pixel forest) is drawn black, thick and dashed, with a
     dotted line at its accuracy at the largest size: the level the report's
-    sentence asks the feature models to reach.
+    sentence asks the feature models to reach. The whole training split
+    (``per_class`` ``"all"``) sits at its rows per class, labelled ``all``.
 
     Parameters
     ----------
@@ -98,7 +99,7 @@ def save_curves_png(path, summary, title="Test accuracy against labelled images 
     axes = figure.add_subplot()
     colours = iter(_colours(sum(not curve["baseline"] for curve in summary["models"].values())))
     for name, curve in summary["models"].items():
-        sizes = np.array([size["per_class"] for size in curve["sizes"]])
+        sizes = np.array([size.get("images_per_class", size["per_class"]) for size in curve["sizes"]])
         mean = np.array([size["mean"] for size in curve["sizes"]])
         std = np.array([size["std"] for size in curve["sizes"]])
         if curve["baseline"]:
@@ -108,10 +109,12 @@ def save_curves_png(path, summary, title="Test accuracy against labelled images 
         axes.plot(sizes, mean, label=name, **style)
         if curve["baseline"]:
             axes.axhline(mean[-1], color="black", linewidth=0.8, linestyle=":", zorder=1,
-                         label=f"{name} at {sizes[-1]} per class")
+                         label=_at_largest(name, curve["sizes"][-1]["per_class"]))
         axes.fill_between(sizes, mean - std, mean + std, color=style["color"], alpha=0.12, linewidth=0, zorder=1)
     axes.set_xscale("log")
-    axes.set_xticks(summary["per_class"], labels=[str(size) for size in summary["per_class"]])
+    first = next(iter(summary["models"].values()))["sizes"]
+    axes.set_xticks([size.get("images_per_class", size["per_class"]) for size in first],
+                    labels=[str(size["per_class"]) for size in first])
     axes.minorticks_off()
     axes.set_xlabel("labelled training images per class (log scale)")
     axes.set_ylabel(f"test accuracy, mean ± 1 std over {summary['repeats']} draws")
@@ -120,6 +123,10 @@ def save_curves_png(path, summary, title="Test accuracy against labelled images 
     axes.set_title(title)
     axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, fontsize=9)
     _save(figure, path)
+
+
+def _at_largest(name, per_class):
+    return f"{name} at {per_class} per class" if isinstance(per_class, int) else f"{name} with the whole split"
 
 
 def save_embedding_png(path, coordinates, labels, class_names, title):

@@ -167,7 +167,9 @@ def test_sizes_the_split_cannot_supply_are_left_out_with_a_note():
 @pytest.mark.parametrize(
     "per_class, repeats, message",
     [
-        ([0, 5], 5, r"^per_class: expected a non-empty list of integers >= 1 \(images per class\), got \[0, 5\]$"),
+        ([0, 5], 5, r"^per_class: expected a non-empty list of integers >= 1 \(images per class\) or 'all' "
+                    r"\(the whole training split\), got \[0, 5\]$"),
+        (["every"], 5, r"^per_class: .* got \['every'\]$"),
         ([5, -2], 5, r"^per_class: .* got \[5, -2\]$"),
         ([], 5, r"^per_class: .* got \[\]$"),
         ([2.5], 5, r"^per_class: .* got \[2\.5\]$"),

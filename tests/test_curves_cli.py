@@ -60,7 +60,7 @@ def test_the_report_gains_the_section(project):
         ({"per_class": [0, 5]}, [], "params: curves.per_class: expected a list of integers >= 1"),
         ({"per_class": [-2]}, [], "params: curves.per_class: expected a list of integers >= 1"),
         ({}, ["--repeats", "0"], "params: curves.repeats: expected an integer >= 1, got 0"),
-        ({"classifiers": ["rf", "knn"]}, [], "params: curves.classifiers: unknown classifier 'knn'; expected one of: dense, rf, svm"),
+        ({"classifiers": ["rf", "nosuch"]}, [], "params: curves.classifiers: unknown classifier 'nosuch'; expected one of: dense, knn, logreg, rf, svm"),
     ],
 )
 def test_bad_settings_are_one_line_naming_the_key_and_nothing_is_written(project, capsys, curves, args, expected):

@@ -93,15 +93,76 @@ def test_report_command_writes_markdown_and_accuracy_chart(reported_project):
     assert (reported_project / "reports/plots/training/scratch-cnn.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_report_names_the_missing_metrics_file_and_the_stage_to_run(reported_project, capsys):
+def test_models_not_trained_yet_are_named_and_the_others_reported(reported_project):
     (reported_project / "reports/metrics/vgg16-fc2-dense.json").unlink()
+    (reported_project / "reports/metrics/scratch-cnn.json").unlink()
+    result = CliRunner().invoke(cli, ["report"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert ("report: not trained yet, left out of the report: vgg16-fc2-dense (`featpipe train`), "
+            "scratch-cnn (`featpipe scratch`)\n") in result.stderr
+    text = (reported_project / "reports/report.md").read_text()
+    assert ("> **Not trained yet:** vgg16-fc2-dense (`featpipe train`), scratch-cnn (`featpipe scratch`). "
+            "The report shows the models that are; `dvc repro` trains them all.") in text
+    assert [row.split(" | ")[1] for row in table_rows(text)] == ["vgg16-fc2-rf", "pixel_rf"]
+
+
+def test_without_the_pixel_baseline_the_report_says_so_and_without_any_model_it_stops(reported_project, capsys):
+    (reported_project / "reports/metrics/pixel_rf.json").unlink()
+    result = CliRunner().invoke(cli, ["report"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "pixel_rf (`featpipe baseline`)" in result.stderr and "(no pixel baseline yet)" in result.stdout
+    text = (reported_project / "reports/report.md").read_text()
+    assert [row.split(" | ")[1] for row in table_rows(text)] == ["vgg16-fc2-dense", "scratch-cnn", "vgg16-fc2-rf"]
+    assert "| 0.8600 | — |" in text and "no pixel baseline to compare with yet (`featpipe baseline`)" in text
+    for name in ("vgg16-fc2-rf", "vgg16-fc2-dense", "scratch-cnn"):
+        (reported_project / f"reports/metrics/{name}.json").unlink()
     with pytest.raises(SystemExit) as exited:
         run(cli, ["report"], prog_name="featpipe")
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("featpipe: error: nothing to report: no metrics file of the models the params ask for")
+
+
+def test_an_explicit_metrics_file_must_exist(reported_project, capsys):
+    with pytest.raises(SystemExit) as exited:
+        run(cli, ["report", "--metrics", "reports/metrics/nope.json"], prog_name="featpipe")
     assert exited.value.code == 2
     assert capsys.readouterr().err == (
-        "featpipe: error: metrics file not found: reports/metrics/vgg16-fc2-dense.json (run `featpipe train` first)\n"
+        "featpipe: error: metrics file not found: reports/metrics/nope.json (run `featpipe train` first)\n"
     )
     assert not (reported_project / "reports/report.md").exists()
+
+
+def test_the_best_model_section_says_how_to_apply_it():
+    text = render([record("vgg16-fc2-rf", 0.785), record("vgg16-fc2-svm", 0.8512)])
+    best = text[text.index("## Best model: vgg16-fc2-svm"):]
+    assert ("Apply it to new images: `featpipe predict --model data/models/vgg16-fc2-svm photos/ "
+            "--out predictions.csv`") in best.split("![")[0]
+
+
+def test_a_keras_backbone_shows_its_file_name_not_its_path():
+    own = record("my-fc-rf", 0.9, backbone="/home/someone/project/models/my.keras", layer="fc")
+    text = render([own])
+    assert "/home/someone" not in text
+    assert "- Features: my.keras `fc` (4096 dimensions), weights: imagenet" in text
+    assert "| my-fc-rf | my.keras `fc` | imagenet |" in text
+
+
+def test_several_feature_files_get_a_table_of_files_by_classifiers_with_the_best_cell_marked():
+    def on(features, classifier, accuracy, layer, dim):
+        return record(f"{features}-{classifier}", accuracy, features=features, layer=layer, n_features=dim,
+                      classifier=classifier)
+
+    text = render([on("vgg16-fc2", "rf", 0.81, "fc2", 4096), on("vgg16-fc2", "logreg", 0.86, "fc2", 4096),
+                   on("vgg16-fc1", "rf", 0.83, "fc1", 4096), on("vgg16-fc1", "logreg", 0.88, "fc1", 4096),
+                   on("vgg16-avg_pool", "rf", 0.84, "avg_pool", 512)])
+    section = text[text.index("## Which features?"):].split("\n\n![")[0]
+    assert "| features | backbone, layer | dimensions | rf | logreg | best head |" in section
+    assert "| vgg16-fc2 | vgg16 `fc2` | 4096 | 0.8100 | 0.8600 | logreg |" in section
+    assert "| vgg16-fc1 | vgg16 `fc1` | 4096 | 0.8300 | **0.8800** | logreg |" in section
+    assert "| vgg16-avg_pool | vgg16 `avg_pool` | 512 | 0.8400 | — | rf |" in section
+    assert section.count("**") == 2
+    assert "## Which features?" not in render([on("vgg16-fc2", "rf", 0.81, "fc2", 4096)])
 
 
 @pytest.mark.parametrize(

@@ -106,8 +106,8 @@ def test_refuses_missing_or_incomplete_feature_files(project, capsys):
 
 
 def test_refuses_unknown_classifier_listing_valid_ones(project, capsys):
-    err = fail(["train", "--classifier", "knn"], capsys)
-    assert "unknown classifier 'knn'; expected one of: dense, rf, svm" in err
+    err = fail(["train", "--classifier", "nosuch"], capsys)
+    assert "unknown classifier 'nosuch'; expected one of: dense, knn, logreg, rf, svm" in err
 
 
 def test_refuses_single_class_training_set(project, capsys):
@@ -128,14 +128,22 @@ def test_refuses_nan_and_infinite_features_before_any_model(project, capsys):
     assert _metrics_written(project) == []
 
 
-def test_refuses_rbf_svm_past_its_size_suggesting_linear_or_pca(project, capsys):
-    set_params(project, train={**FAST_PARAMS["train"], "svm": {"max_rbf_samples": 50}})
-    err = fail(["train"], capsys)
-    assert "RBF SVC on 60 training rows is more than max_rbf_samples=50" in err
-    assert "train.svm.kernel: linear" in err and "train.svm.pca_components" in err
-    assert _metrics_written(project) == []
-    set_params(project, train={**FAST_PARAMS["train"], "svm": {"max_rbf_samples": 50, "kernel": "linear"}})
-    invoke(["train", "--classifier", "svm"])
+def test_rbf_svm_past_its_size_approximates_the_kernel_and_says_so(project):
+    import joblib
+
+    set_params(project, train={**FAST_PARAMS["train"], "svm": {"max_rbf_samples": 50, "nystroem_components": 30}})
+    result = invoke(["train", "--classifier", "svm"])
+    assert ("train: svm: 60 training rows are more than max_rbf_samples=50: the RBF kernel is approximated "
+            "(Nystroem, 30 components, then a linear SVM)") in result.output
+    record = json.loads((project.root / "reports/metrics/vgg16-fc2-svm.json").read_text())
+    assert {key: record["training"][key] for key in ("kernel", "approximation", "n_components", "max_rbf_samples")} == {
+        "kernel": "rbf", "approximation": "nystroem", "n_components": 30, "max_rbf_samples": 50}
+    assert record["accuracy"] >= 0.9
+    saved = joblib.load(project.root / "data/models/vgg16-fc2-svm/model.joblib")
+    assert [name for name, _ in saved.steps] == ["scale", "nystroem", "svc"]
+    set_params(project, train={**FAST_PARAMS["train"], "svm": {"max_rbf_samples": 60}})
+    assert "approximated" not in invoke(["train", "--classifier", "svm"]).output
+    assert json.loads((project.root / "reports/metrics/vgg16-fc2-svm.json").read_text())["training"] is None
 
 
 def test_unreachable_scheduler_names_the_address(project, capsys):
@@ -172,3 +180,16 @@ def test_an_uncreatable_output_folder_stops_before_any_file_is_written(project, 
     assert errors == ["featpipe: error: cannot create output folder reports/metrics: reports/metrics is a file, not a folder"]
     assert not (project.root / "data" / "models" / "vgg16-fc2-rf").exists()
     assert not (project.root / "reports" / "plots").exists()
+
+
+def test_train_and_curves_take_one_features_option():
+    import click
+
+    from pipeline.curves import curves
+    from pipeline.options import features_option
+    from pipeline.train import train
+
+    reference = next(p for p in features_option(click.command()(lambda feature_paths: None)).params)
+    for command in (train, curves):
+        option = next(p for p in command.params if p.name == "feature_paths")
+        assert option.to_info_dict() == reference.to_info_dict(), command.name

@@ -1,0 +1,89 @@
+"""The RBF SVM at every size: exact up to max_rbf_samples rows, a Nystroem approximation past it."""
+
+import numpy as np
+import pytest
+from sklearn.metrics.pairwise import rbf_kernel
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+from classifiers.svm import FeatureSVM, rbf_gamma
+from plumbing.errors import FeatpipeError
+
+
+def rings(n, seed):
+    """Two classes no line separates: points near the origin and points on a ring around them, in 6-D."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    directions = rng.normal(size=(n, 6))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    radius = np.where(labels == 1, 3.0, 1.0) + rng.normal(0.0, 0.35, size=n)
+    return (directions * radius[:, None]).astype(np.float32), labels
+
+
+@pytest.fixture(scope="module")
+def data():
+    return rings(400, 0), rings(400, 1)
+
+
+def test_at_or_below_the_limit_the_exact_svc_runs_unchanged(data):
+    (X, y), (X_test, _) = data
+    model = FeatureSVM(C=10.0, max_rbf_samples=len(X), seed=0).fit(X, y)
+    # The exact pipeline written out plainly: what `train` has always fitted.
+    reference = Pipeline([("scale", StandardScaler()), ("svc", SVC(kernel="rbf", C=10.0, gamma="scale", random_state=0))])
+    reference.fit(X, y)
+    assert [name for name, _ in model.pipeline_.steps] == ["scale", "svc"]
+    np.testing.assert_array_equal(model.decision_function(X_test), reference.decision_function(X_test))
+    assert model.fit_details_ is None and model.check_fit(y) is None
+
+
+def test_past_the_limit_the_kernel_is_approximated_and_said(data):
+    (X, y), _ = data
+    model = FeatureSVM(max_rbf_samples=len(X) - 1, nystroem_components=50, seed=3)
+    assert model.check_fit(y) == (
+        f"svm: {len(X)} training rows are more than max_rbf_samples={len(X) - 1}: the RBF kernel is approximated "
+        "(Nystroem, 50 components, then a linear SVM)"
+    )
+    model.fit(X, y)
+    assert [name for name, _ in model.pipeline_.steps] == ["scale", "nystroem", "svc"]
+    assert type(model.pipeline_.named_steps["svc"]).__name__ == "LinearSVC"
+    scaled = StandardScaler().fit_transform(X)
+    assert model.fit_details_ == {
+        "kernel": "rbf", "approximation": "nystroem", "n_components": 50,
+        "gamma": pytest.approx(1.0 / (X.shape[1] * scaled.var())), "max_rbf_samples": len(X) - 1,
+    }
+    np.testing.assert_array_equal(model.classes_, [0, 1])
+    # More components than rows: one per row, and the record says so.
+    assert FeatureSVM(max_rbf_samples=10, nystroem_components=5000).fit(X, y).fit_details_["n_components"] == len(X)
+    assert FeatureSVM(kernel="linear", max_rbf_samples=10).fit(X, y).fit_details_ is None
+
+
+@pytest.mark.parametrize("gamma", ["scale", "auto", 0.3])
+def test_the_approximation_approximates_the_kernel_the_exact_svc_uses(data, gamma):
+    (X, y), _ = data
+    X, y = X[:150], y[:150]
+    model = FeatureSVM(gamma=gamma, max_rbf_samples=1, nystroem_components=len(X), seed=0).fit(X, y)
+    scaled = StandardScaler().fit_transform(X)
+    # SVC's gamma, from scikit-learn's documentation: "scale" is 1 / (n_features * X.var()), "auto" 1 / n_features.
+    expected_gamma = {"scale": 1.0 / (X.shape[1] * scaled.var()), "auto": 1.0 / X.shape[1]}.get(gamma, gamma)
+    assert rbf_gamma(gamma, scaled) == pytest.approx(expected_gamma)
+    mapped = model.pipeline_[:-1].transform(X)
+    # With one component per row, the Nystroem map reproduces the exact kernel matrix.
+    np.testing.assert_allclose(mapped @ mapped.T, rbf_kernel(scaled, gamma=expected_gamma), atol=2e-4)
+
+
+def test_the_approximation_keeps_rbf_quality_where_a_linear_svm_fails(data):
+    (X, y), (X_test, y_test) = data
+    exact = FeatureSVM(max_rbf_samples=len(X), seed=0).fit(X, y).score(X_test, y_test)
+    approximate = FeatureSVM(max_rbf_samples=len(X) - 1, nystroem_components=100, seed=0).fit(X, y).score(X_test, y_test)
+    linear = FeatureSVM(kernel="linear").fit(X, y).score(X_test, y_test)
+    assert linear < 0.7 < exact, "the rings should need a kernel"
+    assert approximate >= exact - 0.02, (approximate, exact)
+
+
+def test_pca_wider_than_the_data_is_refused(data):
+    (X, y), _ = data
+    with pytest.raises(FeatpipeError, match=r"pca_components=20 is more than the data allows \(at most min\(rows, features\) = 6\)"):
+        FeatureSVM(pca_components=20, max_rbf_samples=1).fit(X, y)
+    approximated = FeatureSVM(pca_components=3, max_rbf_samples=1, nystroem_components=20).fit(X, y)
+    assert [name for name, _ in approximated.pipeline_.steps] == ["scale", "pca", "nystroem", "svc"]
