@@ -45,8 +45,9 @@ def project(tmp_path_factory):
     x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
     x = keras.layers.GlobalAveragePooling2D()(x)
     x = keras.layers.Dense(16, activation="relu", name="feat")(x)
-    keras.Model(inputs, keras.layers.Dense(8, activation="relu", name="deep")(x)).save(root / "tiny.keras")
-    backbones = [{"name": str(root / "tiny.keras"), "layer": layer} for layer in ("feat", "deep")]
+    (root / "models").mkdir()
+    keras.Model(inputs, keras.layers.Dense(8, activation="relu", name="deep")(x)).save(root / "models" / "tiny.keras")
+    backbones = [{"name": "tiny", "layer": layer, "file": "models/tiny.keras"} for layer in ("feat", "deep")]
     params = {**PARAMS, "extract": {"backbones": backbones, "batch_size": 8}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     write_image_store(root / "data/prepared/images.h5", make_splits(n_train=24, n_test=12), source="tiny",
@@ -54,7 +55,7 @@ def project(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
         for layer in ("feat", "deep"):
-            invoke("extract", "--backbone", str(root / "tiny.keras"), "--layer", layer)
+            invoke("extract", "--backbone", "tiny", "--layer", layer)
         for stage in ("baseline", "train", "scratch", "curves"):
             invoke(stage)
         yield root
