@@ -92,7 +92,7 @@ def where_the_models_look(baseline, models):
     shown = ([rank(features)[0]] if features else []) + ([baseline] if baseline else [])
     grids = [(record.model, paths.explanation_files(record.model)[1]) for record in shown]
     grids = [(name, relative_to_report(path)) for name, path in grids if path.exists()]
-    explained = [paths.explanation_files(record.model)[0] for record in [baseline, *models]]
+    explained = [paths.explanation_files(record.model)[0] for record in ([baseline] if baseline else []) + models]
     marked = [path.stem for path in explained if path.exists() and read_caveats(path)]
     return explanations_section(grids, any(record.random_weights for record in shown), marked)
 

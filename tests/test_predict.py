@@ -98,7 +98,7 @@ def project(trained, monkeypatch):
 
 SMALL_PARAMS = {
     "seed": 2,
-    "extract": {"backbones": [{"name": "tiny.keras", "layer": "feat"}], "batch_size": 8},
+    "extract": {"backbones": [{"name": "tiny", "layer": "feat", "file": "models/tiny.keras"}], "batch_size": 8},
     "baseline": {"n_estimators": 10, "n_jobs": 1},
     "train": {"classifiers": ["rf", "svm"], "rf": {"n_estimators": 10, "n_jobs": 1}},
 }
@@ -115,7 +115,8 @@ def small_project(tmp_path_factory):
     keras.utils.set_random_seed(0)
     inputs = keras.Input((16, 16, 3))
     x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs))
-    keras.Model(inputs, keras.layers.Dense(8, activation="relu", name="feat")(x)).save(root / "tiny.keras")
+    (root / "models").mkdir()
+    keras.Model(inputs, keras.layers.Dense(8, activation="relu", name="feat")(x)).save(root / "models" / "tiny.keras")
     (root / "params.yaml").write_text(yaml.safe_dump(SMALL_PARAMS))
     write_image_store(root / "data/prepared/images.h5", make_splits(n_train=24, n_test=12, channels=3), source="tiny",
                       class_names=CLASS_NAMES, seed=0)
@@ -298,7 +299,7 @@ def test_a_bad_model_folder_is_one_line_and_nothing_is_written(small, tmp_path, 
     "change, expected",
     [
         (edit_card(extractor={"weights_sha256": "0" * 64}),
-         "the backbone's weights are not those the model was trained with: tiny.keras with weights model file has SHA-256 "),
+         "the backbone's weights are not those the model was trained with: models/tiny.keras with weights model file has SHA-256 "),
         (edit_card(extractor={"backbone": "gone/tiny.keras"}), "(backbone gone/tiny.keras): model file not found: gone/tiny.keras"),
     ],
     ids=["other-file", "moved-file"],
