@@ -12,8 +12,8 @@ In one run, on the same synthetic JPEG photos, this measures and prints:
    folder, with a forest on the backbone's features, every row written to
    the predictions CSV; the files are decoded where ``featpipe predict``
    decodes them (:func:`pipeline.predict.decoding_processes`: a process per
-   core beside an accelerator, overlapping the forward pass; in this process
-   when the forward pass needs the CPU);
+   core beside an accelerator, on a thread of this process when the forward
+   pass needs the CPU; both overlap the forward pass);
 
 images per second of each, the ratios 3/2 (target >= 0.9) and 3/1 (on a
 GPU: target >= 0.8), and the peak resident memory of each at each folder

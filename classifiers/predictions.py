@@ -104,15 +104,17 @@ def iter_file_predictions(model, paths, *, keys=None, batch_size=32, workers=Non
     batch_size : int
     workers : int or None, decoding processes (``None``: one per core); see :func:`sources.folder.decoding_map`
     """
+    from features.streaming import read_ahead
     from sources.folder import decoding_map
 
     keys = [str(path) for path in paths] if keys is None else list(keys)
     decode = file_decoder(model.image_shape)
     with decoding_map(workers, len(paths)) as mapped:
         decoded = mapped(decode, [str(path) for path in paths])
-        for start in range(0, len(keys), batch_size):
-            batch_keys = keys[start : start + batch_size]
-            yield predict_decoded(model, batch_keys, list(itertools.islice(decoded, len(batch_keys))))
+        batches = ((start, list(itertools.islice(decoded, batch_size))) for start in range(0, len(keys), batch_size))
+        # Decoded a few batches ahead on a thread: Pillow decodes and resizes off the GIL, beside the forward pass.
+        for start, batch in read_ahead(batches, name="featpipe-decoder"):
+            yield predict_decoded(model, keys[start : start + batch_size], batch)
 
 
 def iter_store_predictions(model, store_path, split="test", *, batch_size=32):

@@ -72,28 +72,40 @@ def iter_image_batches(store, split, start=0, stop=None, batch_size=32, *, pool,
     """
     stop = store.num_rows(split) if stop is None else min(stop, store.num_rows(split))
     stage = stage or (lambda images: images)
-    batches = queue.Queue(maxsize=prefetch)
+    batches = ((row, stage(images)) for row, images in _batched(store.iter_images(split, start, stop, pool), batch_size))
+    return read_ahead(batches, prefetch, name=f"featpipe-reader-{split}")
+
+
+def read_ahead(items, prefetch=PREFETCH_BATCHES, name="featpipe-reader"):
+    """Yield what the iterable ``items`` yields, in order, computed ahead by a thread of its own.
+
+    At most ``prefetch`` items wait. An exception raised while computing an
+    item is raised here, in the consumer's thread; a consumer that stops
+    early stops the thread too. Work that releases the GIL (HDF5 reads,
+    zlib, Pillow's decoding and resizing) then overlaps the consumer's.
+    """
+    waiting = queue.Queue(maxsize=prefetch)
     leave = threading.Event()
 
-    def read():
+    def produce():
         try:
-            for row, images in _batched(store.iter_images(split, start, stop, pool), batch_size):
-                if not _put(batches, (row, stage(images)), leave):
+            for item in items:
+                if not _put(waiting, item, leave):
                     return
-            _put(batches, _DONE, leave)
+            _put(waiting, _DONE, leave)
         except BaseException as error:  # handed to the consumer, which re-raises it
-            _put(batches, _Failed(error), leave)
+            _put(waiting, _Failed(error), leave)
 
-    reader = threading.Thread(target=read, name=f"featpipe-reader-{split}", daemon=True)
-    reader.start()
+    thread = threading.Thread(target=produce, name=name, daemon=True)
+    thread.start()
     try:
-        while (item := batches.get()) is not _DONE:
+        while (item := waiting.get()) is not _DONE:
             if isinstance(item, _Failed):
                 raise item.error
             yield item
     finally:
         leave.set()
-        reader.join()
+        thread.join()
 
 
 def _batched(blocks, batch_size):

@@ -89,7 +89,7 @@ def decoding_processes(workers, device):
     """How many processes decode image files: ``data.workers`` when set.
 
     Else every core when the model computes on an accelerator (decoding is
-    then what limits the rate), and this process alone when it computes on
+    then what limits the rate), and a thread of this process when it computes on
     the CPU: its forward pass needs those cores, decoding is a few percent
     of its work there, and decoding processes beside it slowed it down
     (``benchmarks/predict_benchmark.py --workers``). A model that never
@@ -225,7 +225,7 @@ def _decoding_words(kind, processes, cluster):
         return None
     if cluster is not None:
         return "on the Dask workers"
-    return "in this process" if processes == 1 else f"{processes or os.cpu_count()} processes"
+    return "on a thread of this process" if processes == 1 else f"{processes or os.cpu_count()} processes"
 
 
 def _count(model, kind, source, split):
