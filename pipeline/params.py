@@ -274,7 +274,7 @@ SCHEMA = {
         },
         "svm": {
             "kernel": choice("rbf", "linear", default="rbf"),
-            "C": number(low=0.0, default=10.0),
+            "C": Rule("a positive number", _is_positive_number, 10.0),  # SVC refuses C = 0
             "gamma": Rule(
                 "'scale', 'auto' or a positive number",
                 lambda v: v in ("scale", "auto") or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf),

@@ -81,7 +81,8 @@ def test_missing_keys_take_defaults():
         ({"data": [1, 2]}, "data: expected a mapping"),
         ({"seed": 4294967296}, "seed: expected an integer >= 0 and <= 4294967295, got 4294967296"),
         ({"data": {"test_fraction": float("nan")}}, "data.test_fraction: expected a number >= 0.0 and < 1.0, got nan"),
-        ({"train": {"svm": {"C": float("inf")}}}, "train.svm.C: expected a number >= 0.0, got inf"),
+        ({"train": {"svm": {"C": float("inf")}}}, "train.svm.C: expected a positive number, got inf"),
+        ({"train": {"svm": {"C": 0}}}, "train.svm.C: expected a positive number, got 0"),
         ({"train": {"svm": {"gamma": float("inf")}}}, "train.svm.gamma: expected 'scale', 'auto' or a positive number"),
     ],
 )
