@@ -531,8 +531,12 @@ def _extract_into(writer, extractor, store, splits, pool, progress):
         sink = RowSink(writer)
         try:
             for name, first_row in todo.items():
-                for _, rows in iter_feature_batches(extractor, store, name, start=first_row, pool=pool):
+                # A resume recomputes from where an uninterrupted run's batch began: the same images in each
+                # forward pass give the same float32 bits (some CPUs round a row differently in another batch).
+                skip = first_row % extractor.batch_size
+                for _, rows in iter_feature_batches(extractor, store, name, start=first_row - skip, pool=pool):
                     first_batch_at = first_batch_at or time.time()
+                    rows, skip = rows[skip:], 0
                     sink.put(name, rows)
                     bar.update(len(rows))
         except BaseException:
