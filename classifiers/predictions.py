@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from plumbing.atomic import atomic_output
-from plumbing.errors import FeatpipeError
+from plumbing.errors import FeatpipeError, worker_result
 
 KEY_COLUMNS = ("path", "id")
 SCORE_PREFIXES = {"probability": "probability", "decision value": "decision_value"}
@@ -193,7 +193,7 @@ def iter_distributed_file_predictions(client, model_folder, load_options, paths,
     finished = as_completed(list(pending), loop=client.loop)
     try:
         for future in finished:
-            yield from joined.add(pending.pop(future), _shard_result(future))
+            yield from joined.add(pending.pop(future), worker_result(future))
             for start in itertools.islice(todo, max(0, window - len(pending) - len(joined.waiting))):
                 new = submit(start)
                 pending[new] = start
@@ -221,13 +221,6 @@ class InOrder:
             due.append(self.waiting.pop(self._wanted))
             self._wanted = next(self._expected, None)
         return due
-
-
-def _shard_result(future):
-    try:
-        return future.result()
-    except FeatpipeError as error:
-        raise FeatpipeError(f"on a Dask worker: {error}") from None
 
 
 _loaded = {}

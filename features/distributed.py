@@ -42,7 +42,7 @@ import numpy as np
 from plumbing.atomic import write_bytes_atomically
 from features.chunkio import CodecPool
 from features.cluster import dask_client, dashboard_link
-from plumbing.errors import FeatpipeError
+from plumbing.errors import FeatpipeError, worker_result
 from features.feature_store import FeatureWriter, identity, identity_mismatch
 from features.image_store import SPLITS, ImageStore
 
@@ -307,7 +307,7 @@ def worker_attributes(client, extractor, image_store_path, fingerprint):
         )
         for address in sorted(client.scheduler_info()["workers"])
     }
-    found = {address: _result_on(address, future) for address, future in futures.items()}
+    found = {address: worker_result(future, f"Dask worker {address}") for address, future in futures.items()}
     first, attrs = next(iter(found.items()))
     for address, other in found.items():
         if other["image_store_fingerprint"] != fingerprint:
@@ -322,13 +322,6 @@ def worker_attributes(client, extractor, image_store_path, fingerprint):
                 "every worker needs the same featpipe, Keras and weights"
             )
     return attrs
-
-
-def _result_on(address, future):
-    try:
-        return future.result()
-    except FeatpipeError as error:
-        raise FeatpipeError(f"on Dask worker {address}: {error}") from None
 
 
 # -- on the workers ---------------------------------------------------------

@@ -275,11 +275,7 @@ SCHEMA = {
         "svm": {
             "kernel": choice("rbf", "linear", default="rbf"),
             "C": Rule("a positive number", _is_positive_number, 10.0),  # SVC refuses C = 0
-            "gamma": Rule(
-                "'scale', 'auto' or a positive number",
-                lambda v: v in ("scale", "auto") or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf),
-                "scale",
-            ),
+            "gamma": Rule("'scale', 'auto' or a positive number", lambda v: v in ("scale", "auto") or _is_positive_number(v), "scale"),
             "pca_components": integer(minimum=1, default=None, nullable=True),
             "max_rbf_samples": integer(minimum=1, default=10000),
             "nystroem_components": integer(minimum=1, default=NYSTROEM_COMPONENTS),

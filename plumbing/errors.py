@@ -16,3 +16,14 @@ def first_line(error):
     """
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def worker_result(future, where="a Dask worker"):
+    """``future.result()``; a FeatpipeError raised on a Dask worker comes back saying where it ran.
+
+    Without a traceback: the worker's stack says nothing the user can act on.
+    """
+    try:
+        return future.result()
+    except FeatpipeError as error:
+        raise FeatpipeError(f"on {where}: {error}") from None

@@ -139,6 +139,43 @@ def set_params(project, **sections):
     (project.root / "params.yaml").write_text(yaml.safe_dump(params))
 
 
+# --- a project whose backbone is a tiny .keras file, run stage by stage in this process ---
+
+
+def invoke_ok(*args):
+    """Run ``featpipe ARGS`` here (not in a subprocess); its result, after checking it exited 0."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    result = CliRunner().invoke(cli, [str(arg) for arg in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def tiny_backbone_project(root, params, *, dense, channels=1, n_train=24, n_test=12):
+    """``root`` as a project: ``models/tiny.keras``, params.yaml and an image store of 16x16 images.
+
+    The backbone: a 3x3 conv of 4 filters (``conv``), global average pooling,
+    then a ReLU dense layer per ``dense`` entry (name: units), in order; a
+    feature file can be taken from any of them.
+    """
+    from plumbing.backend import load_keras
+
+    keras = load_keras()
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, channels))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs))
+    for name, units in dense.items():
+        x = keras.layers.Dense(units, activation="relu", name=name)(x)
+    (root / "models").mkdir()
+    keras.Model(inputs, x).save(root / "models" / "tiny.keras")
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    splits = make_splits(n_train=n_train, n_test=n_test, channels=channels)
+    write_image_store(root / "data/prepared/images.h5", splits, source="tiny", class_names=CLASS_NAMES, seed=0)
+    return root
+
+
 # --- model records as the training stages write them, for report tests ---
 
 DATA = {"source": "fashion_mnist", "train_size": 2000, "test_size": 1000, "image_store_fingerprint": "abc"}

@@ -10,7 +10,6 @@ import classifiers
 from classifiers.dense import save_dense, validation_split
 from classifiers.evaluation import check_training_data, confusion_counts, score, write_confusion_csv
 from classifiers.search import check_folds, make_search, summarise
-from classifiers.svm import FeatureSVM
 from plumbing.errors import FeatpipeError
 from tests.conftest import separable_features
 

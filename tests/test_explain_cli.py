@@ -12,9 +12,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from features.image_store import write_image_store
 from pipeline.cli import cli, run
-from tests.conftest import CLASS_NAMES, make_splits
+from tests.conftest import invoke_ok, tiny_backbone_project
 
 FAST = {
     "seed": 3,
@@ -29,34 +28,16 @@ FAST = {
 }
 
 
-def invoke(*args):
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A project with an image store, a feature file from a tiny CNN, and every model trained."""
-    from plumbing.backend import load_keras
-
-    keras = load_keras()
-    root = tmp_path_factory.mktemp("project")
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((16, 16, 1))
-    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    (root / "models").mkdir()
-    keras.Model(inputs, keras.layers.Dense(16, activation="relu", name="feat")(x)).save(root / "models" / "tiny.keras")
     params = {**FAST, "extract": {"backbones": [{"name": "tiny", "layer": "feat", "file": "models/tiny.keras"}],
                                   "batch_size": 8}}
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    write_image_store(root / "data/prepared/images.h5", make_splits(n_train=24, n_test=12), source="tiny",
-                      class_names=CLASS_NAMES, seed=0)
+    root = tiny_backbone_project(tmp_path_factory.mktemp("project"), params, dense={"feat": 16})
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
         for stage in ("extract", "baseline", "train", "scratch"):
-            invoke(stage)
+            invoke_ok(stage)
     return types.SimpleNamespace(root=root)
 
 
@@ -69,7 +50,7 @@ def project(trained, monkeypatch):
 
 
 def test_every_model_gets_its_maps_on_the_same_images(project):
-    result = invoke("explain")
+    result = invoke_ok("explain")
     folder = project.root / "reports/explanations"
     expected = {
         "pixel_rf": ["occlusion", "lime"],
@@ -94,8 +75,8 @@ def test_every_model_gets_its_maps_on_the_same_images(project):
 
 
 def test_the_report_shows_the_best_feature_model_and_the_pixel_forest(project):
-    invoke("explain")
-    invoke("report")
+    invoke_ok("explain")
+    invoke_ok("report")
     text = (project.root / "reports/report.md").read_text()
     section = text[text.index("## Where the models look"):]
     assert "![Explanations of pixel_rf](explanations/pixel_rf.png)" in section
@@ -159,7 +140,7 @@ def test_models_not_trained_yet_are_named_and_the_others_explained(project):
 def test_grad_cam_through_a_flatten_layer_is_marked_in_the_file_and_the_report(project):
     from explanations.caveats import read_caveats
 
-    invoke("explain")
+    invoke_ok("explain")
     folder = project.root / "reports/explanations"
     scratch = read_caveats(folder / "scratch-cnn.h5")
     assert sorted(scratch) == ["grad_cam", "guided_grad_cam"]
@@ -167,6 +148,6 @@ def test_grad_cam_through_a_flatten_layer_is_marked_in_the_file_and_the_report(p
     assert read_caveats(folder / "tiny-feat-dense.h5") == {}  # global average pooling after its conv layer
     with h5py.File(folder / "scratch-cnn.h5", "r") as file:
         assert file["maps/grad_cam"].shape == (3, 16, 16)  # drawn and stored, not skipped
-    invoke("report")
+    invoke_ok("report")
     text = (project.root / "reports/report.md").read_text()
     assert "Grad-CAM and guided Grad-CAM of scratch-cnn are marked *" in text

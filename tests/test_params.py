@@ -42,6 +42,11 @@ def test_a_model_file_entry_and_a_second_layer_of_it_are_valid():
     assert validate({"extract": {"backbones": entries}})["extract"]["backbones"] == entries
 
 
+def test_svm_gamma_takes_a_name_or_a_positive_number():
+    for gamma in ("scale", "auto", 0.5, 2):
+        assert validate({"train": {"svm": {"gamma": gamma}}})["train"]["svm"]["gamma"] == gamma
+
+
 def test_missing_keys_take_defaults():
     assert validate({}) == defaults()
     assert validate({"data": {"train_size": 10}})["data"]["test_size"] is None
@@ -84,6 +89,9 @@ def test_missing_keys_take_defaults():
         ({"train": {"svm": {"C": float("inf")}}}, "train.svm.C: expected a positive number, got inf"),
         ({"train": {"svm": {"C": 0}}}, "train.svm.C: expected a positive number, got 0"),
         ({"train": {"svm": {"gamma": float("inf")}}}, "train.svm.gamma: expected 'scale', 'auto' or a positive number"),
+        ({"train": {"svm": {"gamma": 0}}}, "train.svm.gamma: expected 'scale', 'auto' or a positive number, got 0"),
+        ({"train": {"svm": {"gamma": True}}}, "train.svm.gamma: expected 'scale', 'auto' or a positive number, got True"),
+        ({"train": {"svm": {"gamma": "rbf"}}}, "train.svm.gamma: expected 'scale', 'auto' or a positive number, got 'rbf'"),
     ],
 )
 def test_mistakes_name_the_key_expected_and_found(raw, message):

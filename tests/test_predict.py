@@ -19,13 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from click.testing import CliRunner
 from PIL import Image
 
 from features.image_store import ImageStore, write_image_store
 from pipeline.cli import cli, run
 from plumbing.errors import FeatpipeError
-from tests.conftest import CLASS_NAMES, make_splits
+from tests.conftest import CLASS_NAMES, invoke_ok, make_splits, tiny_backbone_project
 
 PARAMS = {
     "seed": 5,
@@ -41,12 +40,6 @@ PARAMS = {
 }
 MODELS = ["pixel_rf", "mobilenet_v2-avg_pool-rf", "mobilenet_v2-avg_pool-svm", "mobilenet_v2-avg_pool-dense",
           "scratch-cnn", "mobilenet_v2-finetune"]
-
-
-def invoke(*args):
-    result = CliRunner().invoke(cli, [str(arg) for arg in args], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result
 
 
 def refused(capsys, *args, before_any_work=True):
@@ -82,8 +75,8 @@ def trained(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
         for stage in ("extract", "baseline", "train", "scratch"):
-            invoke(stage)
-        invoke("finetune", "--backbone", "mobilenet_v2")
+            invoke_ok(stage)
+        invoke_ok("finetune", "--backbone", "mobilenet_v2")
     with ImageStore(root / "data/prepared/images.h5") as store:
         images, labels = store.images("test"), store.labels("test")
     write_pngs(images, root / "pngs")
@@ -108,22 +101,11 @@ SMALL_MODELS = ["pixel_rf", "tiny-feat-rf", "tiny-feat-svm"]
 @pytest.fixture(scope="module")
 def small_project(tmp_path_factory):
     """A project of seconds: the pixel forest and a forest on a tiny .keras backbone's features (16x16 RGB images)."""
-    from plumbing.backend import load_keras
-
-    keras = load_keras()
-    root = tmp_path_factory.mktemp("small")
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((16, 16, 3))
-    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs))
-    (root / "models").mkdir()
-    keras.Model(inputs, keras.layers.Dense(8, activation="relu", name="feat")(x)).save(root / "models" / "tiny.keras")
-    (root / "params.yaml").write_text(yaml.safe_dump(SMALL_PARAMS))
-    write_image_store(root / "data/prepared/images.h5", make_splits(n_train=24, n_test=12, channels=3), source="tiny",
-                      class_names=CLASS_NAMES, seed=0)
+    root = tiny_backbone_project(tmp_path_factory.mktemp("small"), SMALL_PARAMS, dense={"feat": 8}, channels=3)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
         for stage in ("extract", "baseline", "train"):
-            invoke(stage)
+            invoke_ok(stage)
     with ImageStore(root / "data/prepared/images.h5") as store:
         images = store.images("test")
     write_pngs(images, root / "pngs")
@@ -151,14 +133,14 @@ def recorded(name):
 @pytest.mark.parametrize("name", MODELS)
 def test_every_kind_of_model_predicts_the_stored_test_split_as_its_stage_recorded(project, name, tmp_path):
     actual, expected, metrics = recorded(name)
-    invoke("predict", "--model", f"data/models/{name}", project.store, "--out", tmp_path / "store.csv")
+    invoke_ok("predict", "--model", f"data/models/{name}", project.store, "--out", tmp_path / "store.csv")
     rows = read_csv(tmp_path / "store.csv")
     with ImageStore(project.store) as store:
         assert [row["id"] for row in rows] == store.ids("test")
     predicted = [row["predicted"] for row in rows]
     assert predicted == expected  # row by row
     assert round(float(np.mean(np.array(predicted) == np.array(actual))), 6) == metrics["accuracy"]
-    invoke("predict", "--model", f"data/models/{name}", "pngs", "--out", tmp_path / "pngs.csv")
+    invoke_ok("predict", "--model", f"data/models/{name}", "pngs", "--out", tmp_path / "pngs.csv")
     from_files = read_csv(tmp_path / "pngs.csv")
     assert [row["path"] for row in from_files] == [f"pngs/{row:03d}.png" for row in range(len(rows))]
     assert [row["predicted"] for row in from_files] == expected
@@ -168,17 +150,17 @@ def test_every_kind_of_model_predicts_the_stored_test_split_as_its_stage_recorde
 def test_a_model_on_a_keras_file_backbone_predicts_as_its_stage_recorded(small, name, tmp_path):
     # The quick version of the test above: a .keras backbone found at the path its feature file recorded.
     actual, expected, metrics = recorded(name)
-    invoke("predict", "--model", f"data/models/{name}", small.store, "--out", tmp_path / "store.csv")
+    invoke_ok("predict", "--model", f"data/models/{name}", small.store, "--out", tmp_path / "store.csv")
     predicted = [row["predicted"] for row in read_csv(tmp_path / "store.csv")]
     assert predicted == expected
     assert round(float(np.mean(np.array(predicted) == np.array(actual))), 6) == metrics["accuracy"]
-    invoke("predict", "--model", f"data/models/{name}", "pngs", "--out", tmp_path / "pngs.csv")
+    invoke_ok("predict", "--model", f"data/models/{name}", "pngs", "--out", tmp_path / "pngs.csv")
     assert [row["predicted"] for row in read_csv(tmp_path / "pngs.csv")] == expected
 
 
 def test_the_csv_has_a_column_per_class_that_says_what_its_scores_are(small, tmp_path):
-    invoke("predict", "--model", "data/models/tiny-feat-svm", small.store, "--out", tmp_path / "svm.csv")
-    invoke("predict", "--model", "data/models/pixel_rf", small.store, "--out", tmp_path / "rf.csv")
+    invoke_ok("predict", "--model", "data/models/tiny-feat-svm", small.store, "--out", tmp_path / "svm.csv")
+    invoke_ok("predict", "--model", "data/models/pixel_rf", small.store, "--out", tmp_path / "rf.csv")
     with open(tmp_path / "svm.csv") as file:
         assert file.readline().strip() == "id,predicted," + ",".join(f"decision_value:{name}" for name in CLASS_NAMES) + ",reason"
     rows = read_csv(tmp_path / "rf.csv")
@@ -376,7 +358,7 @@ def test_unreadable_files_get_their_reason_and_the_others_their_prediction(small
     (mixed / ".DS_Store").write_bytes(b"hidden: skipped")
     (mixed / "sub").mkdir()
     Image.fromarray(small.images[0]).resize((40, 24)).save(mixed / "sub" / "wide.jpg")  # any size: decoded to 16x16
-    result = invoke("predict", "--model", "data/models/pixel_rf", mixed, "--out", tmp_path / "out.csv")
+    result = invoke_ok("predict", "--model", "data/models/pixel_rf", mixed, "--out", tmp_path / "out.csv")
     rows = read_csv(tmp_path / "out.csv")
     assert len(rows) == 14 and [row["path"] for row in rows][-2:] == [f"{mixed}/notes.txt", f"{mixed}/sub/wide.jpg"]
     notes = rows[-2]
@@ -388,8 +370,8 @@ def test_unreadable_files_get_their_reason_and_the_others_their_prediction(small
 
 def test_out_replaces_a_predictions_csv_and_refuses_anything_else(small, tmp_path, capsys):
     out = tmp_path / "predictions.csv"
-    invoke("predict", "--model", "data/models/pixel_rf", "pngs/000.png", "--out", out)
-    invoke("predict", "--model", "data/models/pixel_rf", "pngs", "--out", out)  # its own kind: replaced
+    invoke_ok("predict", "--model", "data/models/pixel_rf", "pngs/000.png", "--out", out)
+    invoke_ok("predict", "--model", "data/models/pixel_rf", "pngs", "--out", out)  # its own kind: replaced
     assert len(read_csv(out)) == 12
     foreign = tmp_path / "notes.csv"
     foreign.write_text("name,value\na,1\n")
@@ -473,8 +455,8 @@ def scheduler():
 def test_scheduler_gives_the_csv_of_the_plain_run(small, tmp_path, scheduler):
     mixed = shutil.copytree("pngs", tmp_path / "mixed")
     (mixed / "broken.png").write_text("not a png")
-    invoke("predict", "--model", "data/models/pixel_rf", mixed, "--out", tmp_path / "plain.csv")
-    invoke("predict", "--model", "data/models/pixel_rf", mixed, "--scheduler", scheduler, "--out", tmp_path / "dask.csv")
+    invoke_ok("predict", "--model", "data/models/pixel_rf", mixed, "--out", tmp_path / "plain.csv")
+    invoke_ok("predict", "--model", "data/models/pixel_rf", mixed, "--scheduler", scheduler, "--out", tmp_path / "dask.csv")
     assert (tmp_path / "dask.csv").read_text() == (tmp_path / "plain.csv").read_text()
 
 
@@ -508,8 +490,8 @@ def test_shards_on_dask_give_the_rows_of_the_plain_run(small, tmp_path, schedule
 def test_a_backbone_on_dask_workers_gives_the_csv_of_the_plain_run(project, tmp_path, scheduler):
     # Each worker rebuilds MobileNetV2 (random weights, checked by their hash) once for all its shards.
     name = "data/models/mobilenet_v2-avg_pool-dense"
-    invoke("predict", "--model", name, "pngs", "--out", tmp_path / "plain.csv")
-    invoke("predict", "--model", name, "pngs", "--scheduler", scheduler, "--out", tmp_path / "dask.csv")
+    invoke_ok("predict", "--model", name, "pngs", "--out", tmp_path / "plain.csv")
+    invoke_ok("predict", "--model", name, "pngs", "--scheduler", scheduler, "--out", tmp_path / "dask.csv")
     assert (tmp_path / "dask.csv").read_text() == (tmp_path / "plain.csv").read_text()
 
 

@@ -12,7 +12,6 @@ from sklearn.preprocessing import Normalizer, StandardScaler
 
 import classifiers
 from classifiers.knn import CosineKNN, vote_weights
-from classifiers.logreg import LinearProbe
 from classifiers.training import train_and_score
 from plumbing.errors import FeatpipeError
 

@@ -10,12 +10,8 @@ import h5py
 import joblib
 import numpy as np
 import pytest
-import yaml
-from click.testing import CliRunner
 
-from features.image_store import write_image_store
-from pipeline.cli import cli
-from tests.conftest import CLASS_NAMES, make_splits
+from tests.conftest import CLASS_NAMES, invoke_ok, tiny_backbone_project
 
 PARAMS = {
     "seed": 3,
@@ -28,36 +24,17 @@ PARAMS = {
 }
 
 
-def invoke(*args):
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    from plumbing.backend import load_keras
-
-    keras = load_keras()
-    root = tmp_path_factory.mktemp("probes")
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((16, 16, 1))
-    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    x = keras.layers.Dense(16, activation="relu", name="feat")(x)
-    (root / "models").mkdir()
-    keras.Model(inputs, keras.layers.Dense(8, activation="relu", name="deep")(x)).save(root / "models" / "tiny.keras")
     backbones = [{"name": "tiny", "layer": layer, "file": "models/tiny.keras"} for layer in ("feat", "deep")]
     params = {**PARAMS, "extract": {"backbones": backbones, "batch_size": 8}}
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    write_image_store(root / "data/prepared/images.h5", make_splits(n_train=24, n_test=12), source="tiny",
-                      class_names=CLASS_NAMES, seed=0)
+    root = tiny_backbone_project(tmp_path_factory.mktemp("probes"), params, dense={"feat": 16, "deep": 8})
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
         for layer in ("feat", "deep"):
-            invoke("extract", "--backbone", "tiny", "--layer", layer)
+            invoke_ok("extract", "--backbone", "tiny", "--layer", layer)
         for stage in ("baseline", "train", "scratch", "curves"):
-            invoke(stage)
+            invoke_ok(stage)
         yield root
 
 
@@ -78,7 +55,7 @@ def test_train_records_what_cross_validation_chose_and_saves_a_plain_pipeline(pr
 
 
 def test_explain_maps_the_probes_with_their_probabilities(project):
-    result = invoke("explain")
+    result = invoke_ok("explain")
     for name in ("tiny-feat-logreg", "tiny-feat-knn"):
         assert f"{name}: occlusion" in result.output
         with h5py.File(project / f"reports/explanations/{name}.h5") as file:
@@ -89,7 +66,7 @@ def test_explain_maps_the_probes_with_their_probabilities(project):
 
 
 def test_the_report_ranks_the_probes_and_compares_the_feature_files(project):
-    invoke("report")
+    invoke_ok("report")
     text = (project / "reports/report.md").read_text()
     rows = [line.split(" | ")[1] for line in text.splitlines() if line.startswith("| ") and line[2:3].isdigit()]
     assert {"tiny-feat-logreg", "tiny-feat-knn", "tiny-deep-logreg", "tiny-deep-knn", "pixel_rf", "scratch-cnn"} == set(rows)
