@@ -24,7 +24,7 @@ PACKAGES = ("pipeline", "features", "classifiers", "sources", "plumbing", "expla
 
 # Imported by stages but unable to change what they write, with the reason.
 CANNOT_CHANGE_OUTPUTS = {
-    "plumbing/errors.py": "the user-error type and its one-line formatting",
+    "plumbing/errors.py": "the user-error type, its one-line formatting and how a worker's error comes back",
     "features/cluster.py": "connects to Dask: where the work runs, not what it computes",
     "classifiers/fanout.py": "routes joblib to Dask: where the work runs, not what it computes",
 }
