@@ -14,6 +14,9 @@
 # A device command has a time limit, so the steps run in the order of what is most wanted, each writing its
 # output as it goes, and a step that would not finish by GPU_CHECK_SECONDS (default 540) after the start
 # is skipped, saying so in $OUT/skipped.txt. The test suite, last, gets whatever time is left.
+# GPU_CHECK_STEPS="tests" (names as below, space-separated) runs only those steps. On one H200 at a9b6f9e the
+# benchmarks took 84, 59, 64, 63, 0, 90 (stopped), 72 s, and the suite about 330 s: two calls, e.g.
+#   GPU_CHECK_STEPS="vgg16-28 vgg16-224 predict-vgg16-224 io extract-process mobilenet-224 resnet50-224", then "tests".
 set -u
 OUT=${OUT:-gpu-out}
 DEADLINE=$((SECONDS + ${GPU_CHECK_SECONDS:-540}))
@@ -28,6 +31,7 @@ export PYTHONPATH=/tmp/site:$PWD KERAS_BACKEND=jax PYTHONUNBUFFERED=1 XLA_PYTHON
 
 step() {  # name, seconds it may take, then the command; skipped when it would pass the deadline
   local name=$1 budget=$2; shift 2
+  [[ -z ${GPU_CHECK_STEPS:-} || " $GPU_CHECK_STEPS " == *" $name "* ]] || return 0
   if (( budget < 1 || SECONDS + budget > DEADLINE )); then
     echo "$name: skipped, $budget s would pass the deadline" | tee -a "$OUT/skipped.txt"
     return
@@ -53,6 +57,7 @@ write_image_store('/tmp/store.h5', {'train': ImageSplit(images, labels, [str(i) 
     --backbone vgg16 --weights none --precision mixed_float16 --batch-size 256 --images /tmp/store.h5 \
     --out /tmp/vgg16.h5 --params /dev/null 2>&1 | grep -v "img/s"
 }
+export -f extract_process  # so that timeout can run it, through bash
 
 bench vgg16-28 120 --sizes 16000                                   # Fashion-MNIST-like store
 bench vgg16-224 120 --sizes 8000 --image-size 224 --channels 3     # a folder of photos
@@ -63,10 +68,12 @@ step predict-vgg16-224 150 python3 benchmarks/predict_benchmark.py --backbone vg
   --json "$OUT/predict-vgg16-224.json"
 # prepare on a folder of photos, every core against one (and the other reading and writing cases).
 step io 120 python3 benchmarks/io_benchmark.py --photos 2048 --rows 16384 --rounds 1 --json "$OUT/io.json"
-step extract-process 60 extract_process
-bench mobilenet-224 90 --backbone mobilenet_v2 --sizes 8000 --image-size 224 --channels 3
+step extract-process 60 bash -c extract_process
+bench mobilenet-224 120 --backbone mobilenet_v2 --sizes 8000 --image-size 224 --channels 3
 bench resnet50-224 90 --backbone resnet50 --sizes 8000 --image-size 224 --channels 3
 
-# The test suite on JAX, one worker per core (the DVC test needs dvc, which is not carried).
-step tests $((DEADLINE - SECONDS - 10)) python3 -m pytest -q -m "not network" -p no:cacheprovider -n 16 \
-  --deselect tests/test_dvc_pipeline.py
+# The test suite on JAX, one worker per core (the DVC test needs dvc, which is not carried). One line per
+# test as it ends, so that a run the deadline stops still says which tests failed (tests-failed.txt).
+step tests $((DEADLINE - SECONDS - 10)) python3 -m pytest -v -m "not network" -p no:cacheprovider -p no:benchmark \
+  -n 16 --deselect tests/test_dvc_pipeline.py
+[[ -f $OUT/tests.txt ]] && grep -E "(FAILED|ERROR) " "$OUT/tests.txt" > "$OUT/tests-failed.txt"
