@@ -216,7 +216,8 @@ def _image_training(epochs, batch_size, patience, dropout, augment):
         "epochs": integer(minimum=1, default=epochs),
         "batch_size": integer(minimum=1, default=batch_size),
         "validation_fraction": number(low=0.0, high=1.0, default=0.1, high_inclusive=False),
-        "patience": integer(minimum=0, default=patience),
+        "min_validation_per_class": integer(minimum=0, default=20),
+        "patience": integer(minimum=0, default=patience, nullable=True),
     }
 
 

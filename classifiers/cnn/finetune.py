@@ -11,7 +11,9 @@ its top → global average pooling → dropout → dense softmax (float32).
    gradients can't wreck the pretrained features (the course: "first retrain
    only the fully connected layer, only then add convolutional layers").
 
-Both phases stop early on the validation loss and keep their best epoch.
+Both phases stop early on the validation loss and keep their best epoch
+(on the training loss when the validation split would give a class fewer
+than ``min_validation_per_class`` images).
 
 Batch normalisation: every batch-norm layer of the backbone stays frozen,
 in unfrozen blocks too (as Keras' EfficientNet fine-tuning example does), so
@@ -44,6 +46,7 @@ from classifiers.cnn.training import (
     fit_with_early_stopping,
     split_for_validation,
 )
+from classifiers.dense import MIN_VALIDATION_PER_CLASS
 from features.backbones import get_backbone, is_model_file, list_backbones
 from plumbing.backend import load_keras
 from features.engine import dtype_policy
@@ -248,7 +251,8 @@ def first_unfrozen_layer(names, blocks, unfreeze):
 def fit_finetune(
     images, labels, n_classes, backbone="vgg16", *, weights="imagenet", input_size=None, unfreeze=1,
     dropout=0.3, augment=(), learning_rate=1e-3, finetune_learning_rate=1e-5, lr_schedule="plateau",
-    epochs=20, batch_size=32, validation_fraction=0.1, patience=3, precision="float32", seed=0, verbose=0,
+    epochs=20, batch_size=32, validation_fraction=0.1, min_validation_per_class=MIN_VALIDATION_PER_CLASS,
+    patience=3, precision="float32", seed=0, verbose=0,
 ):  # fmt: skip
     """Fine-tune ``backbone`` on ``images``: the head first, then the last ``unfreeze`` blocks too.
 
@@ -266,6 +270,9 @@ def fit_finetune(
     lr_schedule, epochs, batch_size, patience
         Per phase: see :class:`classifiers.cnn.training.TrainingSettings`.
     validation_fraction : float in [0, 1), held out (stratified) for early stopping, the same in both phases
+    min_validation_per_class : int >= 0
+        Hold that share out only when it gives every class this many images; else watch the
+        training loss (:func:`classifiers.cnn.training.split_for_validation`)
     seed : int
     verbose : {0, 1, 2}, Keras' ``fit`` verbosity
 
@@ -278,7 +285,9 @@ def fit_finetune(
     head = TrainingSettings(learning_rate, lr_schedule, epochs, batch_size, patience)
     blocks = TrainingSettings(finetune_learning_rate, lr_schedule, epochs, batch_size, patience)
     images, labels = check_labelled_images(images, labels, n_classes)
-    images_fit, labels_fit, validation = split_for_validation(images, labels, validation_fraction, seed)
+    images_fit, labels_fit, validation = split_for_validation(
+        images, labels, validation_fraction, seed, min_validation_per_class
+    )
     finetuned = build_finetune_model(
         backbone, images.shape[1:], n_classes, weights=weights, input_size=input_size, dropout=dropout,
         augment=augment, precision=precision, seed=seed,

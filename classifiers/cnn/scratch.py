@@ -33,6 +33,7 @@ from classifiers.cnn.training import (
     fit_with_early_stopping,
     split_for_validation,
 )
+from classifiers.dense import MIN_VALIDATION_PER_CLASS
 from plumbing.backend import load_keras
 from plumbing.errors import FeatpipeError
 
@@ -51,6 +52,23 @@ ARCHITECTURE = {
 # epoch, and at 0.99 the moving statistics inference uses would still be
 # mostly their initial values after several epochs (PyTorch's default is 0.9 too).
 BATCH_NORM_MOMENTUM = 0.9
+# What the moving statistics keep of their value one epoch earlier, at most: 0.9 over
+# 29 steps (2,000 images at batch 64) keeps 5%. Fewer steps an epoch get a lower
+# momentum (momentum_for_steps), else they lag behind the weights: at 5 images per
+# class (one step an epoch) 0.9 left the test accuracy at 0.25 after 30 epochs, 0.05 gave 0.58.
+BATCH_NORM_EPOCH_MEMORY = 0.05
+
+
+def momentum_for_steps(steps_per_epoch):
+    """The batch-norm momentum for ``steps_per_epoch`` training steps an epoch.
+
+    :data:`BATCH_NORM_MOMENTUM`, or lower where an epoch has too few steps
+    for it: the moving statistics that inference uses keep at most
+    :data:`BATCH_NORM_EPOCH_MEMORY` of what they were an epoch earlier, so
+    they follow the weights at any training-set size (one step an epoch:
+    0.05; three: 0.37; 29 or more: 0.9).
+    """
+    return round(min(BATCH_NORM_MOMENTUM, BATCH_NORM_EPOCH_MEMORY ** (1 / max(int(steps_per_epoch), 1))), 4)
 
 
 def build_scratch_cnn(
@@ -64,6 +82,7 @@ def build_scratch_cnn(
     augment=ARCHITECTURE["augment"],
     normalization=ARCHITECTURE["normalization"],
     train_images=None,
+    batch_norm_momentum=BATCH_NORM_MOMENTUM,
     seed=0,
 ):
     """The uncompiled scratch CNN (defaults: :data:`ARCHITECTURE`).
@@ -82,6 +101,8 @@ def build_scratch_cnn(
     normalization : {"rescale", "standardize", "none"}
     train_images : ndarray of shape (n_samples, *image_shape), uint8
         Needed for ``standardize`` only: the statistics come from them.
+    batch_norm_momentum : float in [0, 1), of every batch-norm layer (:func:`momentum_for_steps`
+        chooses it from the steps an epoch)
     seed : int, seeds the initial weights and the augmentation
 
     Returns
@@ -96,14 +117,14 @@ def build_scratch_cnn(
     x = augmented(keras, images, augment, seed)
     x = normalized(keras, x, normalization, train_images)
     for block, count in enumerate(filters, start=1):
-        x = conv_block(layers, x, count, batch_norm, block)
+        x = conv_block(layers, x, count, batch_norm, block, batch_norm_momentum)
     # Flatten, not global average pooling: where a feature sits (a collar, a
     # heel) tells clothes apart; on Fashion-MNIST 2,000/1,000 pooling lost ~8 points.
     x = layers.Flatten(name="flatten")(x)
     # With batch norm after it, the dense layer's bias is redundant.
     x = layers.Dense(dense_units, use_bias=not batch_norm, name="dense")(x)
     if batch_norm:
-        x = layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, name="dense_batch_norm")(x)
+        x = layers.BatchNormalization(momentum=batch_norm_momentum, name="dense_batch_norm")(x)
     x = layers.Activation("relu", name="dense_relu")(x)
     if dropout > 0:
         x = layers.Dropout(dropout, seed=seed, name="dense_dropout")(x)
@@ -139,11 +160,11 @@ def normalized(keras, x, normalization, train_images):
     return x
 
 
-def conv_block(layers, x, filters, batch_norm, block):
-    """conv 3x3 → [batch norm] → ReLU → max pool 2x2."""
+def conv_block(layers, x, filters, batch_norm, block, momentum=BATCH_NORM_MOMENTUM):
+    """conv 3x3 → [batch norm with ``momentum``] → ReLU → max pool 2x2."""
     x = layers.Conv2D(filters, 3, padding="same", use_bias=not batch_norm, name=f"block{block}_conv")(x)
     if batch_norm:
-        x = layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, name=f"block{block}_batch_norm")(x)
+        x = layers.BatchNormalization(momentum=momentum, name=f"block{block}_batch_norm")(x)
     x = layers.Activation("relu", name=f"block{block}_relu")(x)
     # "same" pooling: odd sizes round up, and a 1x1 map stays 1x1 however many blocks follow.
     x = layers.MaxPooling2D(2, padding="same", name=f"block{block}_pool")(x)
@@ -160,6 +181,7 @@ def fit_scratch_cnn(
     epochs=30,
     batch_size=64,
     validation_fraction=0.1,
+    min_validation_per_class=MIN_VALIDATION_PER_CLASS,
     patience=5,
     seed=0,
     verbose=0,
@@ -181,6 +203,9 @@ def fit_scratch_cnn(
     validation_fraction : float in [0, 1)
         Share of the images held out (stratified) for early stopping and the
         schedule; 0 watches the training loss instead.
+    min_validation_per_class : int >= 0
+        Hold that share out only when it gives every class this many images;
+        else watch the training loss (:func:`classifiers.cnn.training.split_for_validation`).
     seed : int
     verbose : {0, 1, 2}, Keras' ``fit`` verbosity (2: one line per epoch)
 
@@ -191,7 +216,12 @@ def fit_scratch_cnn(
     """
     settings = TrainingSettings(learning_rate, lr_schedule, epochs, batch_size, patience)
     images, labels = check_labelled_images(images, labels, n_classes)
-    images_fit, labels_fit, validation = split_for_validation(images, labels, validation_fraction, seed)
-    model = build_scratch_cnn(images.shape[1:], n_classes, **architecture, train_images=images_fit, seed=seed)
+    images_fit, labels_fit, validation = split_for_validation(
+        images, labels, validation_fraction, seed, min_validation_per_class
+    )
+    momentum = momentum_for_steps(settings.steps_per_epoch(len(images_fit)))
+    model = build_scratch_cnn(
+        images.shape[1:], n_classes, **architecture, train_images=images_fit, batch_norm_momentum=momentum, seed=seed
+    )
     history = fit_with_early_stopping(model, images_fit, labels_fit, validation, settings, verbose=verbose)
     return model, history

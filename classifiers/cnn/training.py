@@ -12,7 +12,10 @@ images and learn with the course's tricks of the trade:
   monitored loss stalls for two epochs, Keras' ``ReduceLROnPlateau``),
   ``cosine`` (cosine decay over ``epochs``) or ``constant``;
 - early stopping on a stratified validation split of the training images,
-  with the best epoch's weights restored.
+  with the best epoch's weights restored; only when that split gives every
+  class ``min_validation_per_class`` images (else the training loss is
+  watched: two validation images per class pick an epoch by luck), as the
+  dense head does.
 
 Keras is imported only inside the functions, so importing this module (and
 ``classifiers``) stays cheap.
@@ -23,7 +26,7 @@ import time
 
 import numpy as np
 
-from classifiers.dense import validation_split
+from classifiers.dense import MIN_VALIDATION_PER_CLASS, early_stopping_split
 from classifiers.evaluation import check_labels
 from features.image_store import check_images
 from plumbing.atomic import atomic_output
@@ -95,7 +98,9 @@ class TrainingSettings:
     lr_schedule : {"plateau", "cosine", "constant"}
     epochs : int, at most this many passes
     batch_size : int
-    patience : int, epochs without a better monitored loss before stopping
+    patience : int or None
+        Epochs without a better monitored loss before stopping, the best
+        epoch's weights kept; None: no early stopping (every epoch, the last one's weights).
     """
 
     learning_rate: float = 1e-3
@@ -115,8 +120,14 @@ class TrainingSettings:
             raise FeatpipeError(f"unknown lr_schedule {self.lr_schedule!r}; expected one of: {', '.join(LR_SCHEDULES)}")
         check_positive_int("epochs", self.epochs)
         check_positive_int("batch_size", self.batch_size)
-        if isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 0:
-            raise FeatpipeError(f"patience: expected an integer >= 0, got {self.patience!r}")
+        if self.patience is not None and (
+            isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 0
+        ):
+            raise FeatpipeError(f"patience: expected an integer >= 0 or null (no early stopping), got {self.patience!r}")
+
+    def steps_per_epoch(self, n_samples):
+        """Batches in one pass over ``n_samples`` images (the last one may be short)."""
+        return -(-n_samples // self.batch_size)
 
 
 @dataclasses.dataclass
@@ -127,10 +138,11 @@ class TrainingHistory:
     ----------
     epochs_run : int
     best_epoch : int
-        The epoch (from 1, counted over all phases) whose weights the model kept.
+        The epoch (from 1, counted over all phases) whose weights the model kept
+        (the last one without early stopping).
     fit_seconds : float
     monitor : {"val_loss", "loss"}
-        What early stopping watched: ``loss`` when nothing was held out.
+        What early stopping and the plateau schedule watched: ``loss`` when nothing was held out.
     curve : dict of str to list
         One entry per epoch: ``epoch``, ``phase`` (1, or 2 for fine-tuning's
         second phase), ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``
@@ -167,13 +179,21 @@ class TrainingHistory:
         )
 
 
-def split_for_validation(images, labels, fraction, seed):
-    """Hold out ``fraction`` of the images (stratified when every class can spare one).
+def split_for_validation(images, labels, fraction, seed, min_per_class=MIN_VALIDATION_PER_CLASS):
+    """Hold out ``fraction`` of the images (stratified) when that gives every class ``min_per_class`` of them.
+
+    Below that, early stopping on the held-out images would choose the epoch
+    by the luck of a few images (at 20 labels per class, two a class), so
+    nothing is held out and the training loss is watched
+    (:func:`classifiers.dense.early_stopping_split`, the dense head's rule).
 
     Returns ``(images_fit, labels_fit, validation)``, ``validation`` being
     ``(images, labels)`` or ``None`` when nothing is held out.
     """
-    return validation_split(images, labels, check_fraction("validation_fraction", fraction), seed)
+    fraction = check_fraction("validation_fraction", fraction)
+    if isinstance(min_per_class, bool) or not isinstance(min_per_class, (int, np.integer)) or min_per_class < 0:
+        raise FeatpipeError(f"min_validation_per_class: expected an integer >= 0, got {min_per_class!r}")
+    return early_stopping_split(images, labels, fraction, min_per_class, seed)
 
 
 def fit_with_early_stopping(model, images, labels, validation, settings, *, phase=1, verbose=0, details=None):
@@ -199,17 +219,18 @@ def fit_with_early_stopping(model, images, labels, validation, settings, *, phas
     """
     keras = load_keras()
     monitor = "val_loss" if validation is not None else "loss"
-    steps = settings.epochs * -(-len(images) // settings.batch_size)
+    steps = settings.epochs * settings.steps_per_epoch(len(images))
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate(keras, settings, steps)),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
     clock, timing = epoch_clock(keras, model)
-    callbacks = [
-        keras.callbacks.EarlyStopping(monitor=monitor, patience=settings.patience, restore_best_weights=True),
-        timing,
-    ]
+    callbacks = [timing]
+    if settings.patience is not None:
+        callbacks.insert(
+            0, keras.callbacks.EarlyStopping(monitor=monitor, patience=settings.patience, restore_best_weights=True)
+        )
     if settings.lr_schedule == "plateau":
         callbacks.append(
             keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE)
@@ -252,7 +273,8 @@ def history_of(logs, clock, monitor, phase, seconds, settings, details):
     """A :class:`TrainingHistory` from Keras' ``History.history`` and the epoch clock."""
     losses = logs[monitor]
     epochs_run = len(losses)
-    best_epoch = int(np.argmin(losses)) + 1  # EarlyStopping keeps the first of equal minima too
+    # EarlyStopping keeps the first of equal minima too; without it the last epoch's weights stay.
+    best_epoch = epochs_run if settings.patience is None else int(np.argmin(losses)) + 1
     curve = {"epoch": list(range(1, epochs_run + 1)), "phase": [phase] * epochs_run}
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         if key in logs:
