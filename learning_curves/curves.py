@@ -22,6 +22,11 @@ Every model of repeat ``r`` is seeded with ``seed + r``: the spread over
 repeats holds the model's own randomness (forest bootstrap, a dense head's
 initial weights) as well as the draw's, as a user who reruns would see it.
 
+**The CNNs**: a model may be a CNN that learns from the images themselves
+(``cnn=True``: the CNN from scratch, a fine-tuned backbone), fitted on the
+same draws; the summary then says at which size it first matches the best
+feature model (:func:`find_crossovers`), the course's question.
+
 **The whole split**: ``per_class`` may hold :data:`ALL` (``"all"``), one more
 point at the end of the curve: every training row, one draw (repeat 0,
 seeded with ``seed``), so that a curve ends at the full-data accuracy and
@@ -60,7 +65,10 @@ class CurveModel:
         joblib's workers, so it must pickle (cloudpickle takes lambdas too)
     X_train : ndarray of shape (n_train, n_features), rows in the order of ``y_train``
     X_test : ndarray of shape (n_test, n_features), rows in the order of ``y_test``
+        (a CNN's: the images, (n_samples, height, width, channels) uint8)
     baseline : bool, the pixel forest every feature model is measured against
+    cnn : bool, a CNN on the images (not a feature model): its curve is compared with the best feature model's
+    random_weights : bool, its features (or a fine-tuned CNN's backbone) come from random weights
     """
 
     name: str
@@ -70,6 +78,8 @@ class CurveModel:
     X_train: np.ndarray
     X_test: np.ndarray
     baseline: bool = False
+    cnn: bool = False
+    random_weights: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -328,7 +338,8 @@ def summarise_curves(models, plan, results):
     "images_per_class", "accuracy" (one per repeat), "mean", "std", "fit_seconds" (one per repeat)}]}}``),
     ``draws`` (``[{"per_class", "repeat", "model_seed", "rows"}]``, once for all models),
     ``match`` (see :func:`find_match`) and ``sentence``, ``share`` (see :func:`find_share`)
-    and ``share_sentence``.
+    and ``share_sentence``, ``crossovers`` (see :func:`find_crossovers`) and ``crossover_sentence``.
+    Each model's entry also says ``cnn`` and ``random_weights``.
     """
     n_train = {draw.per_class: len(draw.rows) for draw in plan.draws}
     curves = {}
@@ -337,9 +348,11 @@ def summarise_curves(models, plan, results):
         sizes = [size_summary(size, n_train[size], plan.n_classes, [fit for fit in fits if fit.per_class == size])
                  for size in plan.per_class]
         curves[model.name] = {"features": model.features, "classifier": model.classifier,
-                              "baseline": model.baseline, "sizes": sizes}
+                              "baseline": model.baseline, "cnn": model.cnn, "random_weights": model.random_weights,
+                              "sizes": sizes}
     match = find_match(curves)
     share = find_share(curves)
+    crossovers = find_crossovers(curves)
     return {
         "per_class": list(plan.per_class),
         "repeats": plan.repeats,
@@ -353,6 +366,8 @@ def summarise_curves(models, plan, results):
         "sentence": match_sentence(match, plan.repeats),
         "share": share,
         "share_sentence": share_sentence(share),
+        "crossovers": crossovers,
+        "crossover_sentence": crossover_sentence(crossovers, plan.repeats),
     }
 
 
@@ -372,6 +387,11 @@ def curve_table(results, whole_split_per_class=None):
     return [{"model": fit.model, "per_class": whole_split_per_class if _is_all(fit.per_class) else fit.per_class,
              "repeat": fit.repeat, "accuracy": fit.accuracy}
             for fit in results]
+
+
+def feature_curves(curves):
+    """The curves of the feature models: neither the pixel forest nor a CNN on the images."""
+    return {name: curve for name, curve in curves.items() if not curve["baseline"] and not curve.get("cnn")}
 
 
 def find_match(curves):
@@ -394,7 +414,7 @@ def find_match(curves):
     or None without a baseline or without a feature model.
     """
     baselines = [name for name, curve in curves.items() if curve["baseline"]]
-    features = {name: curve for name, curve in curves.items() if not curve["baseline"]}
+    features = feature_curves(curves)
     if len(baselines) != 1 or not features:
         return None
     target = curves[baselines[0]]["sizes"][-1]
@@ -451,7 +471,7 @@ def find_share(curves):
     dict ``{"model", "full", "n_train", "shares": [{"per_class", "mean", "share"}]}``, or None
     without a whole-split point or without a feature model.
     """
-    features = {name: curve for name, curve in curves.items() if not curve["baseline"]}
+    features = feature_curves(curves)
     if not features or not _is_all(next(iter(features.values()))["sizes"][-1]["per_class"]):
         return None
     name = min(features, key=lambda name: (-features[name]["sizes"][-1]["mean"], name))
@@ -474,3 +494,71 @@ def share_sentence(share):
     parts = [f"{first['share']:.0%} of it with {first['per_class']} images per class"]
     parts += [f"{point['share']:.0%} with {point['per_class']}" for point in rest]
     return sentence + "; few labels reach " + ", ".join(parts) + "."
+
+
+def find_crossovers(curves):
+    """For every CNN: the fewest images per class at which it matches or beats the best feature model.
+
+    At each size the best feature model is the one with the highest mean
+    test accuracy there; the CNN *matches* it when its own mean is at least
+    as high.
+
+    Parameters
+    ----------
+    curves : dict, ``summarise_curves(...)["models"]``
+
+    Returns
+    -------
+    list of dict, one per CNN: ``{"model", "classifier", "crossed", "per_class", "mean", "std",
+    "best_model", "best_mean", "best_std", "first_per_class", "random_weights"}``, at the first size
+    where it matches (``crossed``) or else at the largest size; ``random_weights`` names every model
+    of the comparison whose weights are random. Empty without a CNN or a feature model.
+    """
+    features = feature_curves(curves)
+    cnns = {name: curve for name, curve in curves.items() if curve.get("cnn")}
+    if not features or not cnns:
+        return []
+    crossovers = []
+    for name, curve in cnns.items():
+        points = []
+        for index, size in enumerate(curve["sizes"]):
+            best = min(features, key=lambda feature: (-features[feature]["sizes"][index]["mean"], feature))
+            points.append((size, best, features[best]["sizes"][index]))
+        matched = [point for point in points if point[0]["mean"] >= point[2]["mean"]]
+        size, best, best_size = matched[0] if matched else points[-1]
+        random = sorted(other for other, entry in {**features, name: curve}.items() if entry.get("random_weights"))
+        crossovers.append({
+            "model": name, "classifier": curve["classifier"], "crossed": bool(matched),
+            "per_class": size["per_class"], "mean": size["mean"], "std": size["std"],
+            "best_model": best, "best_mean": best_size["mean"], "best_std": best_size["std"],
+            "first_per_class": curve["sizes"][0]["per_class"], "random_weights": random,
+        })
+    return crossovers
+
+
+def crossover_sentence(crossovers, repeats):
+    """The report's sentences from :func:`find_crossovers`' answer, one per CNN (None without one).
+
+    A sentence about models with random weights starts with the warning.
+    """
+    if not crossovers:
+        return None
+    spread = f"mean ± standard deviation over {repeats} draw{'s' if repeats > 1 else ''}"
+    sentences = []
+    for crossover in crossovers:
+        who = ("The CNN from scratch" if crossover["classifier"] == "scratch" else "The fine-tuned backbone")
+        scores = (f"{crossover['mean']:.3f} ± {crossover['std']:.3f} against {crossover['best_mean']:.3f} ± "
+                  f"{crossover['best_std']:.3f} for {crossover['best_model']} ({spread})")
+        if crossover["crossed"]:
+            sentence = (f"{who}, {crossover['model']}, first matches or beats the best feature model "
+                        f"{_at(crossover['per_class'])}: {scores}.")
+        else:
+            drawn = (f"{crossover['first_per_class']} images per class to the whole training split"
+                     if _is_all(crossover["per_class"]) else f"{crossover['first_per_class']} to {size_phrase(crossover['per_class'])}")
+            sentence = (f"{who}, {crossover['model']}, does not match the best feature model at any size drawn "
+                        f"({drawn}); {_at(crossover['per_class'])} it scores {scores}.")
+        if crossover["random_weights"]:
+            sentence = (f"WARNING: random weights ({', '.join(crossover['random_weights'])}), not pretrained ones: "
+                        f"this says nothing about what pretrained features are worth. {sentence}")
+        sentences.append(sentence)
+    return " ".join(sentences)

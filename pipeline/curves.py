@@ -4,8 +4,12 @@ For every size in ``curves.per_class`` and every repeat, one stratified draw
 of the training split (``all``: the whole split, one draw); the pixel forest (``baseline`` settings) and every
 classifier of ``curves.classifiers`` (default ``train.classifiers``, each with
 its ``train.<name>`` settings) on every feature file are fitted on the same
-draws and scored on the whole test split. It reuses the extracted features
-and the image store: nothing is extracted again. Writes ``reports/curves/``::
+draws and scored on the whole test split; with ``curves.cnn`` (on by default)
+so are the CNN from scratch (``scratch`` settings) and every fine-tuned
+backbone of ``finetune.backbones`` (``finetune`` settings, ``extract.weights``),
+and the sentences say at which size the CNN first matches the best feature
+model. It reuses the extracted features and the image store: nothing is
+extracted again. Writes ``reports/curves/``::
 
     curves.json                 every model's accuracies per size and repeat, mean, std,
                                 fit seconds, the rows of every draw, and the sentences
@@ -62,8 +66,31 @@ def curve_models(params, feature_paths, names, pixels, store):
         for name in names:
             models.append(CurveModel(paths.model_name(path, name), features, name,
                                      functools.partial(build, name, **params["train"][name]),
-                                     train.features, test.features))
+                                     train.features, test.features, random_weights=weights[features] == "none"))
     return models, weights
+
+
+def cnn_models(params, images, n_classes):
+    """The CNN from scratch and every ``finetune.backbones`` entry, as CNN curve models on the stored images."""
+    from classifiers.cnn.estimators import FinetuneClassifier, ScratchCNNClassifier
+    from classifiers.cnn.finetune import finetunable_backbone
+    from learning_curves.curves import CurveModel
+    from pipeline.image_models import check_finetune_settings, finetune_settings, load_images, scratch_settings
+
+    (train, _), (test, _), _, _ = load_images(images)
+    models = [CurveModel(paths.SCRATCH_MODEL, "images", "scratch",
+                         functools.partial(ScratchCNNClassifier, n_classes, scratch_settings(params)),
+                         train, test, cnn=True)]
+    weights = params["extract"]["weights"]
+    for backbone in params["finetune"]["backbones"]:
+        with params_key("finetune.backbones"):
+            finetunable_backbone(backbone)
+        check_finetune_settings(backbone, params["finetune"])
+        settings = {**finetune_settings(params["finetune"]), "backbone": backbone, "weights": weights}
+        models.append(CurveModel(paths.finetuned_model(backbone), "images", "finetune",
+                                 functools.partial(FinetuneClassifier, n_classes, settings), train, test, cnn=True,
+                                 random_weights=str(weights) == "none"))
+    return models
 
 
 def check_fits(models, plan, y_train, params):
@@ -73,7 +100,7 @@ def check_fits(models, plan, y_train, params):
 
     notes = []
     one_draw_per_size = {draw.per_class: draw for draw in plan.draws}  # a size's draws hold the same class counts
-    for model in models:
+    for model in (model for model in models if not model.cnn):  # a CNN's settings were checked when it was made
         options = params["baseline"] if model.baseline else params["train"][model.classifier]
         for size, draw in one_draw_per_size.items():
             try:
@@ -115,7 +142,7 @@ def draw_embeddings(models, y_test, class_names, seed, weights):
 
     rows = embedding_rows(y_test, seed=seed)
     shown = {}
-    for model in models:
+    for model in (model for model in models if not model.cnn):  # a CNN's inputs are the pixels, drawn already
         shown.setdefault(model.features, model.X_test)
     for features, X_test in shown.items():
         click.echo(f"curves: t-SNE of {len(rows)} test rows of {features}", err=True)
@@ -141,6 +168,8 @@ def curves(params_path, images, feature_paths, repeats, scheduler):
     store = store_description(images)
     pixels, class_names, _ = load_pixels(images)
     models, weights = curve_models(params, feature_paths, names, pixels, store)
+    if params["curves"]["cnn"]:
+        models += cnn_models(params, images, len(class_names))
     y_train, y_test = pixels["train"][1], pixels["test"][1]
     with curves_settings():
         plan = draw_subsets(y_train, params["curves"]["per_class"], params["curves"]["repeats"], params["seed"],
@@ -155,7 +184,7 @@ def curves(params_path, images, feature_paths, repeats, scheduler):
     summary = summarise_curves(models, plan, results)
     write_curves(summary, results, weights)
     draw_embeddings(models, y_test, class_names, params["seed"], weights)
-    for sentence in (summary["sentence"], summary["share_sentence"]):
+    for sentence in (summary["sentence"], summary["share_sentence"], summary["crossover_sentence"]):
         if sentence:
             click.echo(sentence)
     click.echo(f"curves: {len(results)} fits -> {paths.CURVES_DIR}/")

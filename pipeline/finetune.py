@@ -15,20 +15,13 @@ import click
 from plumbing.errors import FeatpipeError
 from pipeline import paths
 from pipeline.options import images_option, params_option
-from pipeline.image_models import load_images, write_image_model
-from pipeline.stage import keras_verbosity, option_key, params_key, stage_params
+from pipeline.image_models import check_finetune_settings, finetune_settings, load_images, write_image_model
+from pipeline.stage import keras_verbosity, option_key, stage_params
 
 
 def record_names(params):
     """The models this stage trains: one per ``finetune.backbones`` entry."""
     return [paths.finetuned_model(backbone) for backbone in params["finetune"]["backbones"]]
-
-
-def fit_settings(settings):
-    """``finetune`` params as :func:`classifiers.cnn.finetune.fit_finetune` takes them."""
-    options = {key: value for key, value in settings.items() if key != "backbones"}
-    side = options.pop("input_size")
-    return {**options, "input_size": None if side is None else (side, side)}
 
 
 @click.command()
@@ -37,18 +30,15 @@ def fit_settings(settings):
 @click.option("--backbone", required=True, help="A registry backbone (see `featpipe backbones`), e.g. vgg16.")
 def finetune(params_path, images, backbone):
     """Fine-tune a pretrained backbone on the stored images: the head first, then its last blocks."""
-    from classifiers.cnn.finetune import finetunable_backbone, finetune_backbone, fit_finetune
-    from classifiers.cnn.training import check_augment, evaluate
+    from classifiers.cnn.finetune import finetunable_backbone, fit_finetune
+    from classifiers.cnn.training import evaluate
     from features.weights import RANDOM_WEIGHTS_WARNING
 
     params = stage_params(params_path)
     settings = params["finetune"]
     with option_key("--backbone"):
         finetunable_backbone(backbone)
-    with params_key("finetune.unfreeze"):
-        finetune_backbone(backbone, settings["unfreeze"])
-    with params_key("finetune.augment"):
-        check_augment(settings["augment"])
+    check_finetune_settings(backbone, settings)
     weights = params["extract"]["weights"]
     if str(weights) == "none":
         click.echo(RANDOM_WEIGHTS_WARNING, err=True)
@@ -57,7 +47,7 @@ def finetune(params_path, images, backbone):
     try:
         finetuned, history = fit_finetune(
             *train, len(class_names), backbone, weights=weights, seed=params["seed"], verbose=keras_verbosity(),
-            **fit_settings(settings),
+            **finetune_settings(settings),
         )
     except FeatpipeError as error:
         raise FeatpipeError(f"finetune {backbone}: {error}") from None

@@ -343,6 +343,7 @@ SCHEMA = {
     "curves": {
         "per_class": list_of(_is_curve_size, f"integers >= 1 or {ALL_ROWS!r}", [5, 10, 20, 50, 100, 200]),
         "repeats": integer(minimum=1, default=5),
+        "cnn": boolean(default=True),
         "classifiers": Rule(
             "a list of classifier names or null", lambda v: isinstance(v, list) and all(isinstance(i, str) for i in v), None,
             nullable=True,

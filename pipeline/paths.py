@@ -83,6 +83,7 @@ def feature_files(backbones):
 # One trained model's files go by its name: ``<features>-<classifier>`` (``vgg16-fc2-rf``),
 # ``pixel_rf`` for the baseline, ``scratch-cnn``, ``<backbone>-finetune``.
 BASELINE_MODEL = "pixel_rf"
+SCRATCH_MODEL = "scratch-cnn"
 
 
 def model_name(feature_path, classifier):

@@ -13,11 +13,12 @@ validation split (:mod:`classifiers.cnn.scratch`). Writes what ``train`` writes
 
 import click
 
-from pipeline.image_models import load_images, write_image_model
+from pipeline import paths
+from pipeline.image_models import load_images, scratch_settings, write_image_model
 from pipeline.options import images_option, params_option
-from pipeline.stage import keras_verbosity, params_key, stage_params
+from pipeline.stage import keras_verbosity, stage_params
 
-NAME = "scratch-cnn"
+NAME = paths.SCRATCH_MODEL
 
 
 def record_names(params):
@@ -30,15 +31,11 @@ def record_names(params):
 @images_option
 def scratch(params_path, images):
     """Train a small CNN from scratch on the stored images (the course's tricks of the trade)."""
-    from classifiers.cnn.scratch import ARCHITECTURE, fit_scratch_cnn
-    from classifiers.cnn.training import check_augment, evaluate
+    from classifiers.cnn.scratch import fit_scratch_cnn
+    from classifiers.cnn.training import evaluate
 
     params = stage_params(params_path)
-    # null (or left out) is the library's architecture; the record says what was built.
-    settings = {key: ARCHITECTURE[key] if value is None and key in ARCHITECTURE else value
-                for key, value in params["scratch"].items()}
-    with params_key("scratch.augment"):
-        check_augment(settings["augment"])
+    settings = scratch_settings(params)
     train, test, class_names, data = load_images(images)
     click.echo(f"scratch: a CNN on {len(train[1])} images of {'x'.join(map(str, train[0].shape[1:]))}", err=True)
     model, history = fit_scratch_cnn(*train, len(class_names), **settings, seed=params["seed"], verbose=keras_verbosity())

@@ -152,11 +152,13 @@ def curves_section(summary, curves_png, embeddings):
         f"![Learning curves]({curves_png})",
         "",
     ]
-    lines += [sentence for key in ("sentence", "share_sentence") if summary.get(key) for sentence in (summary[key], "")]
+    lines += [sentence for key in ("sentence", "share_sentence", "crossover_sentence") if summary.get(key)
+              for sentence in (summary[key], "")]
     header = _size_headers(summary)
     lines += ["| model | " + " | ".join(header) + " |", "| --- | " + " | ".join("---:" for _ in header) + " |"]
     for name, curve in summary["models"].items():
-        lines.append(f"| {name}{' (pixels)' if curve['baseline'] else ''} | " + " | ".join(_size_cells(curve)) + " |")
+        kind = " (pixels)" if curve["baseline"] else " (CNN on the images)" if curve.get("cnn") else ""
+        lines.append(f"| {name}{kind} | " + " | ".join(_size_cells(curve)) + " |")
     lines.append("")
     lines += best_heads_table(summary)
     left_out = summary.get("left_out", [])
@@ -189,7 +191,7 @@ def best_heads_table(summary):
     """
     files = {}
     for name, curve in summary["models"].items():
-        if not curve["baseline"]:
+        if not curve["baseline"] and not curve.get("cnn"):
             files.setdefault(curve["features"], []).append((name, curve))
     if len(files) < 2:
         return []

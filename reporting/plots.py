@@ -86,7 +86,8 @@ def save_curves_png(path, summary, title="Test accuracy against labelled images 
 
     The baseline (the pixel forest) is drawn black, thick and dashed, with a
     dotted line at its accuracy at the largest size: the level the report's
-    sentence asks the feature models to reach. The whole training split
+    sentence asks the feature models to reach. A CNN on the images is drawn
+    thick, with diamonds. The whole training split
     (``per_class`` ``"all"``) sits at its rows per class, labelled ``all``.
 
     Parameters
@@ -104,6 +105,8 @@ def save_curves_png(path, summary, title="Test accuracy against labelled images 
         std = np.array([size["std"] for size in curve["sizes"]])
         if curve["baseline"]:
             style = {"color": "black", "linewidth": 2.6, "linestyle": "--", "marker": "s", "zorder": 3}
+        elif curve.get("cnn"):
+            style = {"color": next(colours), "linewidth": 2.6, "marker": "D", "markersize": 5, "zorder": 3}
         else:
             style = {"color": next(colours), "linewidth": 1.6, "marker": "o", "markersize": 4, "zorder": 2}
         axes.plot(sizes, mean, label=name, **style)

@@ -90,6 +90,8 @@ FAST_PARAMS = {
         # 1e-2: at the default 1e-3, 60 rows and 30 epochs are too few steps to learn from every initialisation.
         "dense": {"hidden_units": [16], "epochs": 30, "batch_size": 16, "patience": 5, "learning_rate": 1e-2},
     },
+    # The CNN on the curves has tests of its own (tests/test_curves_cnn.py).
+    "curves": {"cnn": False},
 }
 
 
