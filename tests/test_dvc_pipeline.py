@@ -6,7 +6,10 @@ user runs it, a second `dvc repro` must do nothing, and a change to one
 classifier's params must rerun only that classifier and the report.
 """
 
+import csv
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -92,6 +95,41 @@ def _stages_run(output):
     return sorted(line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage"))
 
 
+def _assert_drawn_png(path, min_width=200, min_height=150):
+    """``path`` is a PNG of a figure's size with something drawn on it: not blank, not one colour."""
+    with Image.open(path) as image:
+        kind, (width, height) = image.format, image.size
+        colours = image.convert("RGB").getcolors(width * height)  # [(pixels, colour), ...]
+    assert kind == "PNG", f"{path}: expected a PNG, got {kind}"
+    assert min_width <= width <= 5000 and min_height <= height <= 5000, f"{path}: {width}x{height} px"
+    drawn = 1 - max(colours)[0] / (width * height)  # the share of pixels not in the background colour
+    # A matplotlib figure has hundreds of colours (anti-aliased text) and a tenth or more drawn on.
+    assert len(colours) >= 16 and drawn >= 0.05, f"{path}: {len(colours)} colours, {drawn:.1%} of pixels drawn"
+
+
+def _csv_rows(path):
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def _assert_plots_show_draws(project, out, plot_csvs, plot_pngs):
+    """`dvc plots show` writes an HTML page whose plots hold the rows of ``plot_csvs`` and the images ``plot_pngs``."""
+    _dvc(project, "plots", "show", "-o", str(out))
+    html = (out / "index.html").read_text()
+    assert "<DVC_METRIC" not in html, "a template placeholder was left unfilled"
+    # One vega-lite spec per CSV plot, in a div named after its path.
+    specs = {plot_id: json.loads(spec) for spec, plot_id in re.findall(r"var spec = (.*?);\s*vegaEmbed\('#([^']+)'", html, re.S)}
+    for path in plot_csvs:
+        plot_id = re.sub(r"[/.]", "_", path)
+        assert plot_id in specs, f"no plot of {path} in index.html; plots: {sorted(specs)}"
+        shown = [{key: value for key, value in row.items() if key != "rev"} for row in specs[plot_id]["data"]["values"]]
+        assert shown == _csv_rows(project / path), f"the plot of {path} does not hold the file's rows"
+    images = {(out / source).read_bytes() for source in re.findall(r'<img src="([^"]+)"', html)}
+    for path in plot_pngs:
+        assert (project / path).read_bytes() in images, f"{path} is not among index.html's images"
+    return specs
+
+
 def test_dvc_repro_runs_the_whole_pipeline_then_nothing(tmp_path):
     project = tmp_path / "project"
     project.mkdir()
@@ -110,9 +148,16 @@ def test_dvc_repro_runs_the_whole_pipeline_then_nothing(tmp_path):
     for model in ("pixel_rf", "mobilenet_v2-avg_pool-rf", "mobilenet_v2-avg_pool-svm", "mobilenet_v2-avg_pool-dense", "scratch-cnn"):
         assert model in report
         assert (project / "reports" / "metrics" / f"{model}.json").exists()
-    assert (project / "reports" / "plots" / "accuracy.png").stat().st_size > 0
+    _assert_drawn_png(project / "reports" / "plots" / "accuracy.png")
+    _assert_drawn_png(project / "reports" / "curves" / "curves.png")
     assert "accuracy" in _dvc(project, "metrics", "show")
-    _dvc(project, "plots", "show", "--json")  # the learning curve's custom template renders
+    confusions = [f"reports/plots/{model}-confusion" for model in
+                  ["pixel_rf", "scratch-cnn", *(f"mobilenet_v2-avg_pool-{name}" for name in params["train"]["classifiers"])]]
+    for confusion in confusions:
+        _assert_drawn_png(project / f"{confusion}.png")
+    specs = _assert_plots_show_draws(project, tmp_path / "plots", ["reports/curves/curves.csv"] + [f"{c}.csv" for c in confusions],
+                                     [f"{c}.png" for c in confusions])
+    assert specs["reports_curves_curves_csv"]["title"] == "How many labels?"  # the learning curve's custom template
 
     assert _stages_run(_dvc(project, "repro")) == []
 

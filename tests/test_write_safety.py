@@ -137,6 +137,24 @@ def test_a_write_error_at_a_chosen_row_keeps_the_partial_and_the_rerun_gives_the
     assert_same_features(out, reference)
 
 
+@contextlib.contextmanager
+def child_process(command, **options):
+    """``subprocess.Popen(command, **options)``, killed and waited for however the test ends.
+
+    A failed assert must not leave a child behind: one holds a lock and
+    sleeps for ten minutes, another waits for a file that never comes.
+    """
+    process = subprocess.Popen(command, **options)
+    try:
+        yield process
+    finally:
+        process.kill()  # does nothing if it has already been waited for
+        process.wait()
+        for pipe in (process.stdout, process.stderr):
+            if pipe:
+                pipe.close()
+
+
 def wait_for(path, process, timeout=120):
     deadline = time.monotonic() + timeout
     while not path.exists():
@@ -152,9 +170,8 @@ def test_of_two_runs_at_once_one_writes_the_file_and_the_other_refuses(store, wi
         "import pathlib, time; from features import feature_store; real = feature_store.FeatureWriter.finish",
         f"feature_store.FeatureWriter.finish = lambda self: ([time.sleep(0.05) for _ in iter(lambda: pathlib.Path({str(go)!r}).exists(), True)], real(self))",
     )
-    first = subprocess.Popen(extract_command(store, out, wide_model, *held), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, cwd=REPO)
-    try:
+    with child_process(extract_command(store, out, wide_model, *held), stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, cwd=REPO) as first:
         wait_for(lock_path(out), first)
         second = run_extract(store, out, wide_model)
         assert second.returncode == 2, second.stderr
@@ -164,24 +181,22 @@ def test_of_two_runs_at_once_one_writes_the_file_and_the_other_refuses(store, wi
         go.touch()
         _, stderr = first.communicate(timeout=300)
         assert first.returncode == 0, stderr
-    finally:
-        first.kill()
     assert_same_features(out, reference)
     assert not lock_path(out).exists() and not partial_path(out).exists()
 
 
 def test_a_lock_left_by_a_killed_process_does_not_block(store, wide_model, reference, tmp_path):
     out = tmp_path / "f.h5"
-    holder = subprocess.Popen(
+    with child_process(
         [sys.executable, "-c", "import sys, time; from plumbing.atomic import exclusive_output; "
          "held = exclusive_output(sys.argv[1]); held.__enter__(); print('held', flush=True); time.sleep(600)", str(out)],
         stdout=subprocess.PIPE, text=True, cwd=REPO,
-    )
-    assert holder.stdout.readline().strip() == "held"
-    refused = run_extract(store, out, wide_model)
-    assert f"another process (PID {holder.pid}) is writing" in refused.stderr and refused.returncode == 2
-    holder.kill()  # SIGKILL: no cleanup runs, but the operating system drops the lock
-    holder.wait()
+    ) as holder:
+        assert holder.stdout.readline().strip() == "held"
+        refused = run_extract(store, out, wide_model)
+        assert f"another process (PID {holder.pid}) is writing" in refused.stderr and refused.returncode == 2
+        holder.kill()  # SIGKILL: no cleanup runs, but the operating system drops the lock
+        holder.wait()
     assert run_extract(store, out, wide_model).returncode == 0
     assert_same_features(out, reference)
 
