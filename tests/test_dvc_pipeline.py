@@ -143,6 +143,10 @@ def test_dvc_repro_runs_the_whole_pipeline_then_nothing(tmp_path):
     report = (project / "reports" / "report.md").read_text()
     assert "random weights" in report[:400].lower()  # said at the top, before any number
     assert "## How many labels?" in report and "![Learning curves](curves/curves.png)" in report
+    # The CNN from scratch is on the curves by default, and the report says where it crosses the features.
+    curves = json.loads((project / "reports" / "curves" / "curves.json").read_text())
+    assert curves["models"]["scratch-cnn"]["cnn"] and curves["crossover_sentence"] in report
+    assert curves["crossover_sentence"].startswith("WARNING: random weights")
     assert "| mobilenet_v2-avg_pool-svm | " in report and "embedding-mobilenet_v2-avg_pool.png" in report
     assert "## Where the models look" in report and "![Explanations of pixel_rf](explanations/pixel_rf.png)" in report
     for model in ("pixel_rf", "mobilenet_v2-avg_pool-rf", "mobilenet_v2-avg_pool-svm", "mobilenet_v2-avg_pool-dense", "scratch-cnn"):
@@ -177,8 +181,9 @@ def test_dvc_repro_runs_the_whole_pipeline_then_nothing(tmp_path):
 
     # Fine-tuning is one experiment away; it adds its stage, its explanations and its row.
     ran = _stages_run(_dvc(project, "exp", "run", "-S", "finetune.backbones=[mobilenet_v2]"))
-    assert ran == ["explain", "finetune@mobilenet_v2", "report"]
+    assert ran == ["curves", "explain", "finetune@mobilenet_v2", "report"]
     assert "mobilenet_v2-finetune" in (project / "reports" / "report.md").read_text()
+    assert "mobilenet_v2-finetune" in json.loads((project / "reports" / "curves" / "curves.json").read_text())["models"]
     assert _stages_run(_dvc(project, "repro")) == []
 
 
