@@ -1,6 +1,7 @@
 """Fixtures shared across test modules: tiny data made in tmp_path, in milliseconds."""
 
 import contextlib
+import json
 import os
 import socket
 import types
@@ -196,6 +197,16 @@ def record(model, accuracy, **fields):
 BASELINE = record(
     "pixel_rf", 0.80, classifier="rf", input="pixels", features="pixels", backbone="pixels", layer=None, weights=None, n_features=784
 )
+
+
+def write_feature_model_metrics(project, classifiers=("rf", "svm", "dense")):
+    """The metrics `report` reads of the pixel forest and of each classifier on vgg16-fc2 (accuracy 0.8)."""
+    metrics = project.root / "reports" / "metrics"
+    metrics.mkdir(parents=True, exist_ok=True)
+    (metrics / "pixel_rf.json").write_text(json.dumps(BASELINE))
+    for name in classifiers:
+        (metrics / f"vgg16-fc2-{name}.json").write_text(json.dumps(record(f"vgg16-fc2-{name}", 0.8)))
+    return metrics
 
 
 # --- saved Keras models, loaded alone ---------------------------------------------------------

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import cli, run
-from tests.conftest import BASELINE, record, set_params
+from tests.conftest import set_params, write_feature_model_metrics
 
 
 def run_curves(project, **curves):
@@ -53,11 +53,7 @@ def test_all_ends_the_curve_at_the_whole_split_with_one_fit(project):
 
 def test_the_report_shows_the_whole_split_and_what_share_the_few_labels_reach(project):
     run_curves(project, per_class=[2, 5, "all"])
-    metrics = project.root / "reports" / "metrics"
-    metrics.mkdir(parents=True, exist_ok=True)
-    (metrics / "pixel_rf.json").write_text(json.dumps(BASELINE))
-    for name in ("rf", "svm", "dense"):
-        (metrics / f"vgg16-fc2-{name}.json").write_text(json.dumps(record(f"vgg16-fc2-{name}", 0.8)))
+    write_feature_model_metrics(project)
     assert CliRunner().invoke(cli, ["report"], catch_exceptions=False).exit_code == 0
     section = (project.root / "reports" / "report.md").read_text().split("## How many labels?")[1]
     summary = json.loads((project.root / "reports" / "curves" / "curves.json").read_text())
@@ -71,11 +67,8 @@ def test_sizes_left_out_are_one_line_on_stderr_and_in_the_report(project):
     result = run_curves(project, per_class=[2, 5, 40, 50])
     lines = [line for line in result.stderr.splitlines() if "left out" in line]
     assert lines == ["curves: 40, 50 images per class left out: class 'circle' has only 20 training rows"]
-    metrics = project.root / "reports" / "metrics"
-    metrics.mkdir(parents=True, exist_ok=True)
-    (metrics / "pixel_rf.json").write_text(json.dumps(BASELINE))
     set_params(project, train={"classifiers": ["rf"]})
-    (metrics / "vgg16-fc2-rf.json").write_text(json.dumps(record("vgg16-fc2-rf", 0.8)))
+    write_feature_model_metrics(project, classifiers=["rf"])
     assert CliRunner().invoke(cli, ["report"], catch_exceptions=False).exit_code == 0
     text = (project.root / "reports" / "report.md").read_text()
     assert [line for line in text.splitlines() if "left out" in line] == [

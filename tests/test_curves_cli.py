@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import cli, run
-from tests.conftest import BASELINE, record, set_params, write_feature_file
+from tests.conftest import record, set_params, write_feature_file, write_feature_model_metrics
 
 
 def run_curves(project, **curves):
@@ -39,11 +39,7 @@ def test_curves_writes_json_csv_and_pictures_for_every_model(project):
 
 def test_the_report_gains_the_section(project):
     run_curves(project)
-    metrics = project.root / "reports" / "metrics"
-    metrics.mkdir(parents=True, exist_ok=True)
-    (metrics / "pixel_rf.json").write_text(json.dumps(BASELINE))
-    for name in ("rf", "svm", "dense"):
-        (metrics / f"vgg16-fc2-{name}.json").write_text(json.dumps(record(f"vgg16-fc2-{name}", 0.8)))
+    metrics = write_feature_model_metrics(project)
     scratch = record("scratch-cnn", 0.8, input="images", features="images", backbone=None, layer=None, weights=None)
     (metrics / "scratch-cnn.json").write_text(json.dumps(scratch))
     assert CliRunner().invoke(cli, ["report"], catch_exceptions=False).exit_code == 0

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from learning_curves.curves import crossover_sentence, find_crossovers
 from pipeline.cli import cli
-from tests.conftest import BASELINE, record, set_params
+from tests.conftest import set_params, write_feature_model_metrics
 
 
 def curve(means, *, baseline=False, cnn=False, random_weights=False, stds=None):
@@ -67,11 +67,7 @@ def test_curves_fits_the_cnn_on_the_same_draws_and_the_report_states_the_crossov
     sentence = summary["crossover_sentence"]
     assert sentence.startswith("WARNING: random weights (vgg16-fc2-svm)") and sentence in result.output
     assert "embedding-images.png" not in {path.name for path in (project.root / "reports" / "curves").iterdir()}
-    metrics = project.root / "reports" / "metrics"
-    metrics.mkdir(parents=True, exist_ok=True)
-    (metrics / "pixel_rf.json").write_text(json.dumps(BASELINE))
-    for name in ("rf", "svm", "dense"):
-        (metrics / f"vgg16-fc2-{name}.json").write_text(json.dumps(record(f"vgg16-fc2-{name}", 0.8)))
+    write_feature_model_metrics(project)
     assert CliRunner().invoke(cli, ["report"], catch_exceptions=False).exit_code == 0
     report = (project.root / "reports" / "report.md").read_text()
     assert sentence in report and "| scratch-cnn (CNN on the images) | " in report
