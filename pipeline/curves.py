@@ -75,7 +75,9 @@ def cnn_models(params, images, n_classes):
     from classifiers.cnn.estimators import FinetuneClassifier, ScratchCNNClassifier
     from classifiers.cnn.finetune import finetunable_backbone
     from learning_curves.curves import CurveModel
-    from pipeline.image_models import check_finetune_settings, finetune_settings, load_images, scratch_settings
+    from pipeline.finetune_params import check_finetune_settings, finetune_settings
+    from pipeline.image_models import load_images
+    from pipeline.scratch_params import scratch_settings
 
     (train, _), (test, _), _, _ = load_images(images)
     models = [CurveModel(paths.SCRATCH_MODEL, "images", "scratch",

@@ -15,7 +15,8 @@ import click
 from plumbing.errors import FeatpipeError
 from pipeline import paths
 from pipeline.options import images_option, params_option
-from pipeline.image_models import check_finetune_settings, finetune_settings, load_images, write_image_model
+from pipeline.finetune_params import check_finetune_settings, finetune_settings
+from pipeline.image_models import load_images, write_image_model
 from pipeline.stage import keras_verbosity, option_key, stage_params
 
 

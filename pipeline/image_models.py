@@ -1,4 +1,4 @@
-"""What the stages that learn from the stored images share: the images, their settings, writing an image model's files.
+"""What the stages that learn from the stored images share: the images, and writing an image model's files.
 
 ``scratch`` and ``finetune`` train Keras models that take the uint8 images
 as stored; their records and files are those of every other model
@@ -6,7 +6,6 @@ as stored; their records and files are those of every other model
 """
 
 from pipeline import paths
-from pipeline.stage import params_key
 
 
 def load_images(images):
@@ -17,39 +16,6 @@ def load_images(images):
     with ImageStore(images) as store:
         splits = {split: (store.images(split), store.labels(split)) for split in ("train", "test")}
         return splits["train"], splits["test"], store.class_names, data_record(store.attrs)
-
-
-def scratch_settings(params):
-    """The ``scratch`` params as :func:`classifiers.cnn.scratch.fit_scratch_cnn` takes them; the augmentation checked.
-
-    null (or left out) is the library's architecture; the record says what was built.
-    """
-    from classifiers.cnn.scratch import ARCHITECTURE
-    from classifiers.cnn.training import check_augment
-
-    settings = {key: ARCHITECTURE[key] if value is None and key in ARCHITECTURE else value
-                for key, value in params["scratch"].items()}
-    with params_key("scratch.augment"):
-        check_augment(settings["augment"])
-    return settings
-
-
-def finetune_settings(settings):
-    """``finetune`` params as :func:`classifiers.cnn.finetune.fit_finetune` takes them."""
-    options = {key: value for key, value in settings.items() if key != "backbones"}
-    side = options.pop("input_size")
-    return {**options, "input_size": None if side is None else (side, side)}
-
-
-def check_finetune_settings(backbone, settings):
-    """``finetune.unfreeze`` and ``finetune.augment`` for ``backbone``, or a one-line error naming the key."""
-    from classifiers.cnn.finetune import finetune_backbone
-    from classifiers.cnn.training import check_augment
-
-    with params_key("finetune.unfreeze"):
-        finetune_backbone(backbone, settings["unfreeze"])
-    with params_key("finetune.augment"):
-        check_augment(settings["augment"])
 
 
 def write_image_model(

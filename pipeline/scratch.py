@@ -14,8 +14,9 @@ validation split (:mod:`classifiers.cnn.scratch`). Writes what ``train`` writes
 import click
 
 from pipeline import paths
-from pipeline.image_models import load_images, scratch_settings, write_image_model
+from pipeline.image_models import load_images, write_image_model
 from pipeline.options import images_option, params_option
+from pipeline.scratch_params import scratch_settings
 from pipeline.stage import keras_verbosity, stage_params
 
 NAME = paths.SCRATCH_MODEL
