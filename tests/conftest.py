@@ -21,6 +21,14 @@ from features.image_store import ImageSplit, ImageStore, write_image_store  # no
 
 CLASS_NAMES = ["circle", "square", "cross"]
 
+# The longest tests first: with `pytest -n auto` each worker starts from the front of the list,
+# so the end-to-end `dvc repro` runs (minutes each) begin at once instead of ending the run alone.
+LONGEST_FIRST = ("tests/test_dvc_pipeline.py",)
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: not item.nodeid.startswith(LONGEST_FIRST))  # a stable sort: the rest keep their order
+
 
 def make_splits(n_train=12, n_test=6, size=16, channels=1, seed=0):
     """Random uint8 images with balanced labels, as an image store holds them."""
