@@ -31,7 +31,9 @@ import numpy as np
 
 from classifiers.cnn.estimators import FinetuneClassifier, ScratchCNNClassifier
 from learning_curves.curves import CurveModel, draw_subsets, fit_curves, summarise_curves
+from pipeline.finetune_params import check_finetune_settings, finetune_settings
 from pipeline.params import load_params
+from pipeline.scratch_params import scratch_settings
 from sources import prepare_dataset
 
 TARGET = -0.02
@@ -47,16 +49,13 @@ def fashion_mnist(path, params):
     return [(dataset.splits[split].images, dataset.splits[split].labels) for split in ("train", "test")]
 
 
-def scratch_settings(params):
-    """The ``scratch`` params as :func:`classifiers.cnn.scratch.fit_scratch_cnn` takes them (null: the library's)."""
-    return {key: value for key, value in params["scratch"].items() if value is not None}
-
-
-def finetune_settings(params, backbone, weights, input_size):
-    """The ``finetune`` params as :func:`classifiers.cnn.finetune.fit_finetune` takes them."""
-    settings = {key: value for key, value in params["finetune"].items() if key not in ("backbones", "input_size")}
-    return {**settings, "backbone": backbone, "weights": weights,
-            "input_size": None if input_size is None else (input_size, input_size)}
+def finetune_comparison_settings(params, backbone, weights, input_size):
+    """What ``featpipe finetune --backbone BACKBONE`` trains with, ``--weights`` and ``--input-size`` put in."""
+    check_finetune_settings(backbone, params["finetune"])
+    settings = {**finetune_settings(params["finetune"]), "backbone": backbone, "weights": weights}
+    if input_size is not None:
+        settings["input_size"] = (input_size, input_size)
+    return settings
 
 
 def compare(estimator, settings, train, test, per_class, repeats, seed):
@@ -107,7 +106,7 @@ def main():
                          params["seed"])
         print_table("scratch CNN (test accuracy, mean ± std over the draws)", curves)
     if args.finetune:
-        settings = finetune_settings(params, args.finetune, weights, args.input_size)
+        settings = finetune_comparison_settings(params, args.finetune, weights, args.input_size)
         curves = compare(FinetuneClassifier, settings, train, test, args.finetune_per_class, repeats, params["seed"])
         print_table(f"finetune {args.finetune}, weights {weights}, input size {args.input_size or 'the backbone’s'}",
                     curves)
