@@ -78,6 +78,25 @@ def tiny_image_store(tmp_path):
     return path
 
 
+@pytest.fixture(scope="session")
+def dask_cluster():
+    """Two single-threaded Dask worker processes on 127.0.0.1, started once for the whole test run."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0") as running:
+        yield running
+
+
+@pytest.fixture
+def dask_scheduler(dask_cluster):
+    """The address of :func:`dask_cluster`, once both its workers are up (a test may have killed one)."""
+    from distributed import Client
+
+    with Client(dask_cluster.scheduler_address, set_as_default=False) as client:
+        client.wait_for_workers(2, timeout=60)
+    return dask_cluster.scheduler_address
+
+
 @pytest.fixture
 def in_tmp_project(tmp_path, monkeypatch):
     """Run a test from an empty project folder, as DVC runs a stage from the root."""

@@ -11,15 +11,6 @@ from plumbing.errors import FeatpipeError
 from tests.conftest import free_port
 
 
-@pytest.fixture(scope="module")
-def local_cluster():
-    """Two worker processes on 127.0.0.1, shared by this module's tests."""
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0") as running:
-        yield running
-
-
 def test_unreachable_scheduler_is_one_line_naming_it():
     address = f"tcp://127.0.0.1:{free_port()}"
     with pytest.raises(FeatpipeError) as error:
@@ -41,28 +32,28 @@ def test_scheduler_and_local_workers_together_are_refused():
             pass
 
 
-def test_connects_and_checks_workers(local_cluster):
-    with dask_client(scheduler=local_cluster.scheduler_address) as client:
+def test_connects_and_checks_workers(dask_scheduler):
+    with dask_client(scheduler=dask_scheduler) as client:
         assert len(client.scheduler_info()["workers"]) == 2
         assert all(found["featpipe"] == cluster.worker_software()["featpipe"] for found in check_workers(client).values())
     assert client.status == "closed"
 
 
-def test_other_featpipe_version_on_workers_is_named(local_cluster, monkeypatch):
+def test_other_featpipe_version_on_workers_is_named(dask_scheduler, monkeypatch):
     # The client claims another version; the workers, running the real code, disagree.
     monkeypatch.setattr(cluster, "featpipe_version", lambda: "9.9.9")
     with pytest.raises(FeatpipeError, match=r"Dask worker\(s\) tcp://127\.0\.0\.1:\d+ \(0\.1\.0\), tcp://.* run featpipe other than this client's 9\.9\.9"):
-        with dask_client(scheduler=local_cluster.scheduler_address):
+        with dask_client(scheduler=dask_scheduler):
             pass
 
 
-def test_other_keras_backend_on_workers_is_named(local_cluster, monkeypatch):
+def test_other_keras_backend_on_workers_is_named(dask_scheduler, monkeypatch):
     # The workers run this process's backend, whichever it is; the client claims another one.
     workers = cluster.keras_backend_name()
     claimed = "torch" if workers != "torch" else "jax"
     monkeypatch.setattr(cluster, "keras_backend_name", lambda: claimed)
     with pytest.raises(FeatpipeError, match=rf"tcp://.* \({workers}\) run Keras backend other than this client's {claimed}"):
-        with dask_client(scheduler=local_cluster.scheduler_address):
+        with dask_client(scheduler=dask_scheduler):
             pass
 
 

@@ -110,13 +110,10 @@ def computed_rows(log_dir, store_path):
     return [where[digest] for digest in digests if digest in where]
 
 
-@pytest.fixture(scope="module")
-def scheduler():
-    """A LocalCluster of 2 single-threaded worker processes on 127.0.0.1, for the whole module."""
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0") as running:
-        yield running.scheduler_address
+@pytest.fixture
+def scheduler(dask_scheduler):
+    """The test run's LocalCluster of 2 single-threaded worker processes (tests/conftest.py)."""
+    return dask_scheduler
 
 
 @pytest.fixture
@@ -313,7 +310,7 @@ def test_a_missing_store_is_said_before_any_cluster_starts(tmp_path):
 
 
 @pytest.mark.slow
-def test_real_extractor_distributed_equals_single_process(tiny_image_store, tmp_path):
+def test_real_extractor_distributed_equals_single_process(tiny_image_store, tmp_path, scheduler):
     from features.engine import FeatureExtractor
 
     def mobilenet():
@@ -321,7 +318,7 @@ def test_real_extractor_distributed_equals_single_process(tiny_image_store, tmp_
 
     reference = single_process(tiny_image_store, tmp_path, mobilenet())
     out = tmp_path / "mobilenet_v2-avg_pool.h5"
-    summary = extract_distributed(tiny_image_store, out, mobilenet(), workers=2, shard_size=4, progress=False)
+    summary = extract_distributed(tiny_image_store, out, mobilenet(), scheduler=scheduler, shard_size=4, progress=False)
     assert summary["workers"] == 2 and summary["rows_computed"] == 18 and summary["random_weights"]
     # Random weights too: every worker builds the plain run's (weights_sha256 is in the metadata).
     assert read_metadata(out) == read_metadata(reference)

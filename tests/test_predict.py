@@ -443,13 +443,10 @@ def read_image_of(image, path, size):
 # --- Dask ----------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def scheduler():
-    """A LocalCluster of 2 single-threaded worker processes on 127.0.0.1."""
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0") as running:
-        yield running.scheduler_address
+@pytest.fixture
+def scheduler(dask_scheduler):
+    """The test run's LocalCluster of 2 single-threaded worker processes (tests/conftest.py)."""
+    return dask_scheduler
 
 
 def test_scheduler_gives_the_csv_of_the_plain_run(small, tmp_path, scheduler):

@@ -152,19 +152,16 @@ def test_unreachable_scheduler_names_the_address(project, capsys):
     assert _metrics_written(project) == []
 
 
-def test_rf_on_a_dask_cluster_matches_the_local_fit(project):
-    from distributed import LocalCluster
-
+def test_rf_on_a_dask_cluster_matches_the_local_fit(project, dask_cluster, dask_scheduler):
     set_params(project, train={**FAST_PARAMS["train"], "rf": {"n_estimators": 20, "n_jobs": -1}})
     metrics = project.root / "reports/metrics/vgg16-fc2-rf.json"
     confusion = project.root / "reports/plots/vgg16-fc2-rf-confusion.csv"
     invoke(["train", "--classifier", "rf"])
     local = json.loads(metrics.read_text()), confusion.read_text()
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None) as cluster:
-        result = invoke(["train", "--classifier", "rf", "--scheduler", cluster.scheduler_address])
-        tasks_run = cluster.scheduler.transition_counter
-    assert f"goes to the Dask scheduler at {cluster.scheduler_address}" in result.output
-    assert tasks_run > 0, "no task reached the cluster"
+    transitions = dask_cluster.scheduler.transition_counter
+    result = invoke(["train", "--classifier", "rf", "--scheduler", dask_scheduler])
+    assert f"goes to the Dask scheduler at {dask_scheduler}" in result.output
+    assert dask_cluster.scheduler.transition_counter > transitions, "no task reached the cluster"
     remote = json.loads(metrics.read_text()), confusion.read_text()
     assert remote[0]["accuracy"] == local[0]["accuracy"]
     assert remote[1] == local[1], "predictions differ between the local and the Dask fit"
