@@ -80,7 +80,7 @@ def tiny_image_store(tmp_path):
 
 @pytest.fixture(scope="session")
 def dask_cluster():
-    """Two single-threaded Dask worker processes on 127.0.0.1, started once for the whole test run."""
+    """Two single-threaded Dask worker processes on 127.0.0.1, started once per test process (each xdist worker)."""
     from distributed import LocalCluster
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0") as running:
