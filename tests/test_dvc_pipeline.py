@@ -259,7 +259,7 @@ def test_dvc_repro_with_a_keras_backbone_of_your_own(tmp_path):
         readme.write("\nedited\n")
     assert _changed_stages(project, "--with-deps", target) == []
 
-    # Another model in the same file: its extract reruns, and everything its features feed.
+    # Another model in the same file: its extract reruns, and the model its features feed.
     _save_model_file(project / "models" / "tiny.keras", seed=1)
     assert _stages_run(_dvc(project, "repro", target)) == ["extract@0", target]
     assert _stages_run(_dvc(project, "repro", target)) == []
