@@ -11,6 +11,7 @@ stage module only to offer its command.
 """
 
 import ast
+import functools
 import importlib
 from pathlib import Path
 
@@ -41,6 +42,7 @@ def module_file(name):
     return None
 
 
+@functools.cache  # every stage's walk passes through the same modules
 def imported_modules(path):
     """The featpipe modules ``path`` imports anywhere in it: ``(imported, parents)``.
 
@@ -62,7 +64,7 @@ def imported_modules(path):
     for name in names:
         parts = name.split(".")
         parents.update(filter(None, (module_file(".".join(parts[:i])) for i in range(1, len(parts)))))
-    return imported, parents - imported
+    return frozenset(imported), frozenset(parents - imported)
 
 
 def closure(path, others=()):
@@ -104,7 +106,8 @@ def test_every_module_a_stage_can_run_is_among_its_deps(name, module, deps):
 @pytest.mark.parametrize("name, module, deps", list(stages()), ids=[stage[0] for stage in stages()])
 def test_no_stage_lists_code_it_cannot_run(name, module, deps):
     # A stale dep reruns the stage for nothing; exact lists stay easy to read.
-    extra = sorted(dep for dep in deps if dep.endswith(".py") and dep not in runs(module))
+    runnable = runs(module)
+    extra = sorted(dep for dep in deps if dep.endswith(".py") and dep not in runnable)
     assert not extra, f"dvc.yaml stage {name!r} lists code it cannot run: {', '.join(extra)}"
 
 
