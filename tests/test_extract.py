@@ -1,12 +1,16 @@
-"""`extract` end to end on tiny stores: the file, resuming, refusing, and the CLI's errors."""
+"""`extract` end to end on tiny stores: the file, resuming, refusing, and the CLI's errors.
+
+Commands run in this process. The separate processes are the `extract` run
+killed with SIGKILL, and the Dask workers that ``--workers`` starts.
+"""
 
 import json
+import os
 import signal
 import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -17,9 +21,7 @@ from plumbing.atomic import partial_path
 from plumbing.errors import FeatpipeError
 from features.image_store import ImageStore, write_image_store
 
-from tests.conftest import CLASS_NAMES, make_splits
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import CLASS_NAMES, make_splits, offline_keras_env
 
 
 @pytest.fixture(scope="module")
@@ -225,19 +227,34 @@ def test_a_store_of_the_wrong_shape_is_refused(in_tmp_project, capsys):
     assert_one_line_error(code, err, "must be uint8 [N, H, W, 1|3], got float32 (2, 4, 4)")
 
 
-def test_imagenet_offline_says_which_file_to_put_where(in_tmp_project, tiny_image_store, tmp_path):
-    from tests.conftest import offline_keras_env
-
-    result = subprocess.run(
-        [sys.executable, "-c", "from pipeline.cli import main; main()", "extract", "--backbone", "mobilenet_v2",
-         "--weights", "imagenet", "--images", str(tiny_image_store)],
-        capture_output=True, text=True, env={**offline_keras_env(tmp_path / "empty-keras-home"), "PYTHONPATH": str(REPO)},
-    )
+def test_imagenet_offline_says_which_file_to_put_where(in_tmp_project, tiny_image_store, tmp_path, capsys, monkeypatch):
+    an_empty_keras_cache_and_no_network(monkeypatch, tmp_path / "empty-keras-home")
+    args = ["extract", "--backbone", "mobilenet_v2", "--weights", "imagenet", "--images", str(tiny_image_store)]
+    code, _, err = run_cli(args, capsys)
     assert_one_line_error(
-        result.returncode, result.stderr,
-        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5", "empty-keras-home/models/", "--weights PATH",
+        code, err, "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5", "empty-keras-home/models/", "--weights PATH",
     )
     assert not (in_tmp_project / "data" / "features").exists()
+
+
+def an_empty_keras_cache_and_no_network(monkeypatch, keras_home):
+    """In this process, what ``conftest.offline_keras_env`` gives a new one: an empty Keras home, downloads failing at once.
+
+    Keras reads ``KERAS_HOME`` once, when imported, so its copy is set too;
+    urllib keeps the opener (and the proxies) of its first download, so it is
+    dropped. tests/test_backbones.py checks the same message in a new process.
+    """
+    import urllib.request
+
+    from keras.src.backend import config as keras_config
+
+    for name, value in offline_keras_env(keras_home).items():
+        if os.environ.get(name) != value:
+            monkeypatch.setenv(name, value)
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(keras_home))
+    monkeypatch.setattr(urllib.request, "_opener", None)
 
 
 def test_settings_that_differ_from_the_finished_file_are_refused(in_tmp_project, tiny_image_store, capsys):
@@ -321,33 +338,33 @@ def test_a_model_file_entry_may_not_take_a_registry_name(in_tmp_project, tiny_im
 
 
 @pytest.mark.slow
-def test_kill_9_half_way_then_rerun_gives_the_uninterrupted_numbers(tmp_path):
-    """The real thing: a separate `extract` process, SIGKILLed mid-run, then run again."""
-    from features.engine import FeatureExtractor
-
-    store = tmp_path / "images.h5"
+def test_kill_9_half_way_then_rerun_gives_the_uninterrupted_numbers(in_tmp_project, extractor, chunks_of_4_rows, capsys):
+    """The real thing: a separate `extract` process, SIGKILLed mid-run, then run again (here)."""
+    store = in_tmp_project / "images.h5"
     write_image_store(store, make_splits(n_train=40, n_test=8), source="tiny", class_names=CLASS_NAMES, seed=0)
-    out = tmp_path / "killed.h5"
-    # The `extract` console script, with feature files chunked by 4 rows so
+    out = in_tmp_project / "killed.h5"
+    args = ["--backbone", "mobilenet_v2", "--weights", "none", "--batch-size", "4", "--images", str(store), "--out", str(out)]
+    # The `extract` console script, with feature files chunked by 4 rows (as chunks_of_4_rows does here) so
     # that rows reach the disk every batch (the default chunk is 204 rows here).
     script = (
         "import sys; from features import feature_store; feature_store.CHUNK_BYTES = 4 * 1280 * 4; "
         "from pipeline.cli import extract_main; sys.argv[0] = 'extract'; extract_main()"
     )
-    command = [sys.executable, "-c", script, "--backbone", "mobilenet_v2", "--weights", "none",
-               "--batch-size", "4", "--images", str(store), "--out", str(out)]
-    victim = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    written = wait_for_rows(partial_path(out), at_least=8, process=victim)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
+    victim = subprocess.Popen([sys.executable, "-c", script, *args], cwd=in_tmp_project,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        written = wait_for_rows(partial_path(out), at_least=8, process=victim)
+    finally:
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
     assert 8 <= written < 40 and not out.exists()
-    rerun = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert rerun.returncode == 0, rerun.stderr
-    assert "resumed" in rerun.stdout
-    uninterrupted = FeatureExtractor("mobilenet_v2", weights="none", batch_size=4, seed=42).fit()
+    code, stdout, stderr = run_cli(["extract", *args], capsys)
+    assert code == 0, stderr
+    assert "resumed" in stdout
+    # ``extractor`` has the settings the command line asks for: mobilenet_v2, random weights of seed 42, batches of 4.
     with ImageStore(store) as images:
         for split in ("train", "test"):
-            np.testing.assert_array_equal(load_features(out, split).features, uninterrupted.transform(images.images(split)))
+            np.testing.assert_array_equal(load_features(out, split).features, extractor.transform(images.images(split)))
 
 
 def wait_for_rows(partial, at_least, process, timeout=240):

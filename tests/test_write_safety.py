@@ -1,11 +1,21 @@
 """Outputs appear whole or not at all: a full disk, two runs at once, an unfinished file under the final name.
 
-The extract runs here are real `extract` processes (a crash would show as a
-signal, a swallowed error as exit code 0), on a tiny model file whose
+Most `extract` runs here are the `extract` console script's own code run in
+this process (exit code, stdout and stderr captured), which saves a
+TensorFlow start-up per run. A real `extract` process is kept where the
+process is the point: the first run on a full disk (a crash while HDF5 closes
+a file at exit shows only as a signal or an ``Exception ignored`` line) and
+the run that holds the lock while another is refused (the line must name the
+other process's PID). The lock left by a killed process is held by a small
+process that is killed, and `prepare` on a full disk is a real process too
+(it starts in a second: no TensorFlow). The model is a tiny file whose
 4,096-wide features fill a small disk quickly.
 """
 
 import contextlib
+import errno
+import io
+import logging
 import os
 import subprocess
 import sys
@@ -53,21 +63,56 @@ def store(tmp_path_factory):
 def reference(store, wide_model, tmp_path_factory):
     """The features of an uninterrupted run on a roomy disk."""
     out = tmp_path_factory.mktemp("reference") / "f.h5"
-    result = run_extract(store, out, wide_model)
+    result = extract_here(store, out, wide_model)
     assert result.returncode == 0, result.stderr
     return {split: load_features(out, split).features for split in ("train", "test")}
 
 
-def extract_command(store, out, model, *setup):
-    """The `extract` console script, after the Python statements ``setup``."""
-    script = "; ".join([*setup, "from pipeline.cli import extract_main", "import sys", "sys.argv[0] = 'extract'", "extract_main()"])
+def extract_args(store, out, model):
     # --params os.devnull: every default, whatever the checkout's params.yaml holds (an experiment's, say).
-    return [sys.executable, "-c", script, "--backbone", str(model), "--layer", "wide", "--batch-size", "20",
+    return ["--backbone", str(model), "--layer", "wide", "--batch-size", "20",
             "--images", str(store), "--out", str(out), "--params", os.devnull]
 
 
-def run_extract(store, out, model, *setup):
+def extract_command(store, out, model, *setup):
+    """A new process running the `extract` console script, after the Python statements ``setup``."""
+    script = "; ".join([*setup, "from pipeline.cli import extract_main", "import sys", "sys.argv[0] = 'extract'", "extract_main()"])
+    return [sys.executable, "-c", script, *extract_args(store, out, model)]
+
+
+def run_extract_process(store, out, model, *setup):
     return subprocess.run(extract_command(store, out, model, *setup), capture_output=True, text=True, timeout=300, cwd=REPO)
+
+
+def extract_here(store, out, model):
+    """The `extract` console script run in this process, as a CompletedProcess: its exit code, stdout and stderr."""
+    from pipeline.cli import run
+    from pipeline.extract import extract
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), no_logging_configured():
+        try:  # what extract_main does, but for its sys.exit(run(...))
+            code = run(extract, extract_args(store, out, model), prog_name="extract")
+        except SystemExit as exited:
+            code = exited.code
+    return subprocess.CompletedProcess("extract", code, stdout.getvalue(), stderr.getvalue())
+
+
+@contextlib.contextmanager
+def no_logging_configured():
+    """The root logger without handlers, as in a new `extract` process.
+
+    The script configures no logging, so its warnings reach stderr through
+    Python's last-resort handler; the handlers pytest puts on the root logger
+    would take them instead.
+    """
+    root = logging.getLogger()
+    kept = root.handlers[:]
+    root.handlers.clear()
+    try:
+        yield
+    finally:
+        root.handlers[:] = kept
 
 
 def error_lines(stderr):
@@ -99,7 +144,8 @@ def small_disk(folder, size="1m"):
 def test_a_full_disk_ends_in_one_line_and_the_rerun_after_freeing_space_resumes(store, wide_model, reference, tmp_path):
     with small_disk(tmp_path / "disk", "1m") as grow:
         out = tmp_path / "disk" / "f.h5"
-        full = run_extract(store, out, wide_model)
+        # A real process: a crash at its exit (HDF5 closing a file it could not write) shows only there.
+        full = run_extract_process(store, out, wide_model)
         assert full.returncode == 2, f"rc {full.returncode}: {full.stderr}"  # not 0, not a crash (-11 / 139)
         assert error_lines(full.stderr) == [
             f"featpipe: error: no space left on device writing {partial_path(out)}; free space and rerun to resume"
@@ -107,23 +153,27 @@ def test_a_full_disk_ends_in_one_line_and_the_rerun_after_freeing_space_resumes(
         assert "Traceback" not in full.stderr and "Exception ignored" not in full.stderr
         assert not out.exists() and partial_path(out).exists() and not lock_path(out).exists()
         grow("64m")
-        rerun = run_extract(store, out, wide_model)
+        rerun = extract_here(store, out, wide_model)
         assert rerun.returncode == 0, rerun.stderr
         assert_same_features(out, reference)
 
 
 def test_a_write_error_at_a_chosen_row_keeps_the_partial_and_the_rerun_gives_the_same_numbers(
-    store, wide_model, reference, tmp_path
+    store, wide_model, reference, tmp_path, monkeypatch
 ):
+    from features import chunkio
+
     out = tmp_path / "f.h5"
-    # The disk "fills up" after the first chunk (64 rows of 4,096 floats): every later chunk write fails.
-    failing = (
-        "import errno; from features import chunkio; real = chunkio.ChunkWriter._write_oldest",
-        "chunkio.ChunkWriter._write_oldest = lambda self: "
-        "(_ for _ in ()).throw(OSError(errno.ENOSPC, 'No space left on device')) "
-        "if self._in_flight[0][0] >= 64 else real(self)",
-    )
-    full = run_extract(store, out, wide_model, *failing)
+    real_write_oldest = chunkio.ChunkWriter._write_oldest
+
+    def disk_full_after_the_first_chunk(writer):  # a chunk is 64 rows of 4,096 floats
+        if writer._in_flight[0][0] >= 64:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write_oldest(writer)
+
+    monkeypatch.setattr(chunkio.ChunkWriter, "_write_oldest", disk_full_after_the_first_chunk)
+    full = extract_here(store, out, wide_model)
+    monkeypatch.undo()
     assert full.returncode == 2, full.stderr
     assert error_lines(full.stderr) == [
         f"featpipe: error: no space left on device writing {partial_path(out)}; free space and rerun to resume"
@@ -131,7 +181,7 @@ def test_a_write_error_at_a_chosen_row_keeps_the_partial_and_the_rerun_gives_the
     assert not out.exists()
     with h5py.File(partial_path(out), "r") as partial:
         assert partial["train"].attrs["rows_written"] == 64 and partial.attrs["complete"] == False  # noqa: E712
-    rerun = run_extract(store, out, wide_model)
+    rerun = extract_here(store, out, wide_model)
     assert rerun.returncode == 0, rerun.stderr
     assert "resumed" in rerun.stdout
     assert_same_features(out, reference)
@@ -165,7 +215,8 @@ def wait_for(path, process, timeout=120):
 
 def test_of_two_runs_at_once_one_writes_the_file_and_the_other_refuses(store, wide_model, reference, tmp_path):
     out, go = tmp_path / "f.h5", tmp_path / "go"
-    # The first run holds on before finishing until told: the second surely meets it at work.
+    # The first run, a process of its own, holds on before finishing until told: the second, run here,
+    # surely meets it at work, and must name that other process.
     held = (
         "import pathlib, time; from features import feature_store; real = feature_store.FeatureWriter.finish",
         f"feature_store.FeatureWriter.finish = lambda self: ([time.sleep(0.05) for _ in iter(lambda: pathlib.Path({str(go)!r}).exists(), True)], real(self))",
@@ -173,7 +224,7 @@ def test_of_two_runs_at_once_one_writes_the_file_and_the_other_refuses(store, wi
     with child_process(extract_command(store, out, wide_model, *held), stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, text=True, cwd=REPO) as first:
         wait_for(lock_path(out), first)
-        second = run_extract(store, out, wide_model)
+        second = extract_here(store, out, wide_model)
         assert second.returncode == 2, second.stderr
         assert error_lines(second.stderr) == [
             f"featpipe: error: another process (PID {first.pid}) is writing {out}; wait for it to finish (or stop it), then rerun"
@@ -193,21 +244,21 @@ def test_a_lock_left_by_a_killed_process_does_not_block(store, wide_model, refer
         stdout=subprocess.PIPE, text=True, cwd=REPO,
     ) as holder:
         assert holder.stdout.readline().strip() == "held"
-        refused = run_extract(store, out, wide_model)
+        refused = extract_here(store, out, wide_model)
         assert f"another process (PID {holder.pid}) is writing" in refused.stderr and refused.returncode == 2
         holder.kill()  # SIGKILL: no cleanup runs, but the operating system drops the lock
         holder.wait()
-    assert run_extract(store, out, wide_model).returncode == 0
+    assert extract_here(store, out, wide_model).returncode == 0
     assert_same_features(out, reference)
 
 
 def test_an_unfinished_file_under_the_final_name_is_extracted_again(store, wide_model, reference, tmp_path):
     out = tmp_path / "f.h5"
-    assert run_extract(store, out, wide_model).returncode == 0
+    assert extract_here(store, out, wide_model).returncode == 0
     with h5py.File(out, "a") as file:  # what an older featpipe could leave after two runs at once
         file.attrs["complete"] = False
         file["test/features"][:] = 0
-    rerun = run_extract(store, out, wide_model)
+    rerun = extract_here(store, out, wide_model)
     assert rerun.returncode == 0, rerun.stderr
     assert "is unfinished (complete=False); extracting it again" in rerun.stderr
     assert_same_features(out, reference)
