@@ -5,6 +5,7 @@ extract, train and explain run as a user runs them, in seconds.
 """
 
 import json
+import shutil
 import types
 
 import h5py
@@ -49,9 +50,24 @@ def project(trained, monkeypatch):
         path.unlink()
 
 
-def test_every_model_gets_its_maps_on_the_same_images(project):
-    result = invoke_ok("explain")
-    folder = project.root / "reports/explanations"
+@pytest.fixture(scope="module")
+def explained(trained, tmp_path_factory):
+    """A copy of the project after `featpipe explain` and `featpipe report`, and explain's output.
+
+    Each run takes seconds (a PNG grid per model), and the tests that read
+    what they wrote share one; a copy, because the refusal tests need a
+    project with no explanations in it.
+    """
+    root = shutil.copytree(trained.root, tmp_path_factory.mktemp("explained") / "project")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        output = invoke_ok("explain").output
+        invoke_ok("report")
+    return types.SimpleNamespace(root=root, output=output)
+
+
+def test_every_model_gets_its_maps_on_the_same_images(explained):
+    folder = explained.root / "reports/explanations"
     expected = {
         "pixel_rf": ["occlusion", "lime"],
         "tiny-feat-rf": ["occlusion", "lime"],
@@ -61,7 +77,7 @@ def test_every_model_gets_its_maps_on_the_same_images(project):
     }
     ids = None
     for name, methods in expected.items():
-        assert f"{name}: occlusion" in result.output
+        assert f"{name}: occlusion" in explained.output
         assert (folder / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
         with h5py.File(folder / f"{name}.h5", "r") as file:  # an analyst with h5py alone
             assert list(file["maps"]) == sorted(methods)
@@ -74,10 +90,8 @@ def test_every_model_gets_its_maps_on_the_same_images(project):
             assert file.attrs["features"] == {"pixel_rf": "pixels", "scratch-cnn": "images"}.get(name, "tiny-feat")
 
 
-def test_the_report_shows_the_best_feature_model_and_the_pixel_forest(project):
-    invoke_ok("explain")
-    invoke_ok("report")
-    text = (project.root / "reports/report.md").read_text()
+def test_the_report_shows_the_best_feature_model_and_the_pixel_forest(explained):
+    text = (explained.root / "reports/report.md").read_text()
     section = text[text.index("## Where the models look"):]
     assert "![Explanations of pixel_rf](explanations/pixel_rf.png)" in section
     assert section.count("![Explanations of tiny-feat-") == 1
@@ -137,17 +151,15 @@ def test_models_not_trained_yet_are_named_and_the_others_explained(project):
     assert written == ["pixel_rf.h5", "scratch-cnn.h5", "tiny-feat-rf.h5"]
 
 
-def test_grad_cam_through_a_flatten_layer_is_marked_in_the_file_and_the_report(project):
+def test_grad_cam_through_a_flatten_layer_is_marked_in_the_file_and_the_report(explained):
     from explanations.caveats import read_caveats
 
-    invoke_ok("explain")
-    folder = project.root / "reports/explanations"
+    folder = explained.root / "reports/explanations"
     scratch = read_caveats(folder / "scratch-cnn.h5")
     assert sorted(scratch) == ["grad_cam", "guided_grad_cam"]
     assert "reads block1_relu through the Flatten layer flatten" in scratch["grad_cam"]
     assert read_caveats(folder / "tiny-feat-dense.h5") == {}  # global average pooling after its conv layer
     with h5py.File(folder / "scratch-cnn.h5", "r") as file:
         assert file["maps/grad_cam"].shape == (3, 16, 16)  # drawn and stored, not skipped
-    invoke_ok("report")
-    text = (project.root / "reports/report.md").read_text()
+    text = (explained.root / "reports/report.md").read_text()
     assert "Grad-CAM and guided Grad-CAM of scratch-cnn are marked *" in text

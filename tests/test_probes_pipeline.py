@@ -18,7 +18,9 @@ PARAMS = {
     "baseline": {"n_estimators": 10, "n_jobs": 1},
     "train": {"classifiers": ["logreg", "knn"], "logreg": {"C": [0.1, 1.0], "cv": 2}, "knn": {"k": [1, 3], "cv": 2}},
     "scratch": {"filters": [4], "dense_units": 8, "epochs": 1, "augment": []},
-    "curves": {"per_class": [2, 4, "all"], "repeats": 2},
+    # No CNN on the curves: 5 CNN fits (30 s) that no test here reads; tests/test_dvc_pipeline.py runs the
+    # stage with them, tests/test_curves_cnn.py checks their sentences.
+    "curves": {"per_class": [2, 4, "all"], "repeats": 2, "cnn": False},
     "explain": {"per_class": 1, "methods": ["occlusion", "lime"], "occlusion": {"patch": 4, "stride": 4},
                 "lime": {"samples": 12, "segments": 4}},
 }
