@@ -25,10 +25,20 @@ def test_a_validation_split_is_held_out_only_when_every_class_can_give_min_valid
         split_for_validation(images, labels, 0.1, seed=0, min_per_class=-1)
 
 
-def test_without_enough_validation_images_early_stopping_watches_the_training_loss():
+@pytest.fixture(scope="module")
+def fit_on_10_a_class():
+    """The tiny CNN fitted on 10 images a class, in batches of 10 (3 steps an epoch): ``(model, history)``.
+
+    Shared: a fit costs seconds, mostly Keras tracing it.
+    """
     images, labels = striped_images(30)
-    _, history = fit_scratch_cnn(images, labels, N_CLASSES, **TINY, epochs=2)
+    return fit_scratch_cnn(images, labels, N_CLASSES, **TINY, epochs=2, batch_size=10)
+
+
+def test_without_enough_validation_images_early_stopping_watches_the_training_loss(fit_on_10_a_class):
+    _, history = fit_on_10_a_class  # 10% of 10 a class: 1 image, below the default min_validation_per_class
     assert history.monitor == "loss" and "val_loss" not in history.curve
+    images, labels = striped_images(30)
     _, held = fit_scratch_cnn(images, labels, N_CLASSES, **TINY, epochs=2, validation_fraction=0.2, min_validation_per_class=2)
     assert held.monitor == "val_loss" and len(held.curve["val_loss"]) == held.epochs_run
 
@@ -39,9 +49,8 @@ def test_the_batch_norm_momentum_keeps_at_most_5_percent_of_the_statistics_of_an
     assert momentum_for_steps(steps) ** steps <= 0.05 + 1e-3
 
 
-def test_the_scratch_cnn_builds_its_batch_norm_layers_with_the_momentum_of_its_steps_an_epoch():
-    images, labels = striped_images(30)
-    model, _ = fit_scratch_cnn(images, labels, N_CLASSES, **TINY, epochs=1, batch_size=10)  # 3 steps an epoch
+def test_the_scratch_cnn_builds_its_batch_norm_layers_with_the_momentum_of_its_steps_an_epoch(fit_on_10_a_class):
+    model, _ = fit_on_10_a_class
     momenta = {layer.momentum for layer in model.layers if type(layer).__name__ == "BatchNormalization"}
     assert momenta == {momentum_for_steps(3)}
 

@@ -1,6 +1,7 @@
 """Fine-tuning a registry backbone in two phases, at its smallest input size, with random weights."""
 
 import dataclasses
+import types
 
 import numpy as np
 import pytest
@@ -49,36 +50,60 @@ def changed(before, after):
     return {name for name in before if any(not np.array_equal(b, a) for b, a in zip(before[name], after[name]))}
 
 
+def weights_of(finetuned):
+    """``(the backbone's weights by layer, the head's weights)`` of a FinetuneModel, copied."""
+    return weights_by_layer(finetuned.backbone_model), finetuned.model.get_layer("classes").get_weights()
+
+
 @pytest.fixture(scope="module")
-def vgg_phases():
-    """VGG16 at 32x32 through phase one and phase two (unfreeze 1), with the backbone's and head's weights after each."""
-    images, labels = ten_per_class()
-    finetuned = build_finetune_model("vgg16", images.shape[1:], N_CLASSES, weights="none", input_size=SMALLEST)
-    backbone, head = finetuned.backbone_model, finetuned.model.get_layer("classes")
-    snapshots = [(weights_by_layer(backbone), head.get_weights())]
-    histories = [fit_head(finetuned, images, labels, None, TWO_EPOCHS)]
-    snapshots.append((weights_by_layer(backbone), head.get_weights()))
-    histories.append(
-        fit_unfrozen_blocks(finetuned, 1, images, labels, None, dataclasses.replace(TWO_EPOCHS, learning_rate=1e-4))
-    )
-    snapshots.append((weights_by_layer(backbone), head.get_weights()))
-    return snapshots, histories
+def fine_tuned():
+    """VGG16 fine-tuned end to end at 32x32 (unfreeze 2), and its weights before each phase and after both.
+
+    One fit serves the tests of both phases and the end-to-end test: at
+    32x32 a fit costs 15-20 s of CPU, mostly Keras tracing the graph. The
+    snapshots (:func:`weights_of`) are taken by wrapping the two phases,
+    which ``fit_finetune`` calls by their module names. Phase two at 1e-4,
+    not the default 1e-5: two epochs move the head's weights for sure.
+    """
+    snapshots = []
+
+    def snapshot_first(fit_phase):
+        def fit(finetuned, *args, **kwargs):
+            snapshots.append(weights_of(finetuned))
+            return fit_phase(finetuned, *args, **kwargs)
+
+        return fit
+
+    images, labels = ten_per_class(seed=1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(finetune, "fit_head", snapshot_first(fit_head))
+        patch.setattr(finetune, "fit_unfrozen_blocks", snapshot_first(fit_unfrozen_blocks))
+        finetuned, history = fit_finetune(
+            images, labels, N_CLASSES, "vgg16", weights="none", input_size=SMALLEST, unfreeze=2, augment=["shift"],
+            finetune_learning_rate=1e-4, epochs=2, batch_size=10, validation_fraction=0.2, patience=1, seed=3,
+        )  # fmt: skip
+    snapshots.append(weights_of(finetuned))
+    assert len(snapshots) == 3, "fit_finetune no longer calls fit_head and fit_unfrozen_blocks"
+    return types.SimpleNamespace(finetuned=finetuned, history=history, snapshots=snapshots)
 
 
-def test_phase_one_trains_the_head_and_leaves_the_backbone_as_it_was(vgg_phases):
-    (backbone_before, head_before), (backbone_after, head_after), _ = vgg_phases[0]
+BLOCKS_4_AND_5 = ["block4_conv1", "block4_conv2", "block4_conv3", "block5_conv1", "block5_conv2", "block5_conv3"]
+
+
+def test_phase_one_trains_the_head_and_leaves_the_backbone_as_it_was(fine_tuned):
+    (backbone_before, head_before), (backbone_after, head_after), _ = fine_tuned.snapshots
     assert len(backbone_before) == 13  # VGG16's convolutions
     assert changed(backbone_before, backbone_after) == set()
     assert not np.array_equal(head_before[0], head_after[0])
 
 
-def test_phase_two_trains_only_the_unfrozen_block_and_the_head(vgg_phases):
-    _, (backbone_before, head_before), (backbone_after, head_after) = vgg_phases[0]
-    assert changed(backbone_before, backbone_after) == {"block5_conv1", "block5_conv2", "block5_conv3"}
+def test_phase_two_trains_only_the_unfrozen_blocks_and_the_head(fine_tuned):
+    _, (backbone_before, head_before), (backbone_after, head_after) = fine_tuned.snapshots
+    assert changed(backbone_before, backbone_after) == set(BLOCKS_4_AND_5)
     assert not np.array_equal(head_before[0], head_after[0])
-    phase_two = vgg_phases[1][1].phases[0]
-    assert phase_two["phase"] == 2 and phase_two["blocks"] == ["block5_"]
-    assert phase_two["layers"] == ["block5_conv1", "block5_conv2", "block5_conv3"]
+    phase_two = fine_tuned.history.phases[1]
+    assert phase_two["phase"] == 2 and phase_two["blocks"] == ["block4_", "block5_"]
+    assert phase_two["layers"] == BLOCKS_4_AND_5
 
 
 def test_batch_norm_in_an_unfrozen_block_keeps_its_pretrained_statistics_and_scale():
@@ -93,18 +118,12 @@ def test_batch_norm_in_an_unfrozen_block_keeps_its_pretrained_statistics_and_sca
 
 
 @pytest.mark.slow
-def test_fine_tuning_runs_end_to_end_and_the_saved_model_alone_reproduces_its_test_accuracy(tmp_path):
-    images, labels = ten_per_class(seed=1)
+def test_fine_tuning_runs_end_to_end_and_the_saved_model_alone_reproduces_its_test_accuracy(fine_tuned, tmp_path):
+    finetuned, history = fine_tuned.finetuned, fine_tuned.history
     test_images, test_labels = ten_per_class(seed=2)
-    finetuned, history = fit_finetune(
-        images, labels, N_CLASSES, "vgg16", weights="none", input_size=SMALLEST, unfreeze=2, augment=["shift"],
-        epochs=2, batch_size=10, validation_fraction=0.2, patience=1, seed=3,
-    )  # fmt: skip
     assert finetuned.random_weights and finetuned.input_size == SMALLEST and len(finetuned.weights_sha256) == 64
-    assert [phase["phase"] for phase in history.phases] == [1, 2] and history.phases[1]["blocks"] == [
-        "block4_",
-        "block5_",
-    ]
+    assert [phase["phase"] for phase in history.phases] == [1, 2]
+    assert history.phases[1]["blocks"] == ["block4_", "block5_"]
     assert history.curve["phase"] == [1] * history.phases[0]["epochs_run"] + [2] * history.phases[1]["epochs_run"]
     assert history.best_epoch == history.phases[0]["epochs_run"] + history.phases[1]["best_epoch"]
     probabilities = predict_probabilities(finetuned.model, test_images)
