@@ -56,8 +56,8 @@ class DenseHead(ClassifierMixin, BaseEstimator):
     monitor_ : str, what early stopping watched: ``"val_loss"`` or ``"loss"``
     """
 
-    # A grid search fits heads one after another: Keras sessions do not share a process well.
-    search_n_jobs = 1
+    # Fitted in this process, one at a time (classifiers.cores.fits_in_this_process).
+    fits_in_this_process = True
 
     def __init__(
         self,

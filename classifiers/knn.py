@@ -10,16 +10,19 @@ every candidate's votes are read off the same sorted neighbours, exactly as
 :class:`~sklearn.neighbors.KNeighborsClassifier` would vote with that ``k``.
 """
 
-import joblib
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import Normalizer
 
+from classifiers.cores import run_pieces, shared
 from classifiers.registry import register, save_joblib
 from classifiers.search import candidates, folds_note, probe_folds
 from plumbing.errors import FeatpipeError
+
+# Held-out rows searched in one piece: enough for BLAS to run at speed, few enough that a fold splits over the cores.
+QUERY_BLOCK = 2000
 
 
 def knn_pipeline(k):
@@ -72,13 +75,21 @@ def votes_for_every_k(distances, neighbour_labels, ks, n_classes):
     return predicted
 
 
-def fold_accuracies(X, encoded, fit_rows, held_out, ks, n_classes):
-    """Accuracy of every candidate ``k`` on one fold's held-out rows; ``ks`` at most the fold's training rows."""
+def fold_hits(X, encoded, fit_rows, queries, ks, n_classes):
+    """How many of ``queries`` (held-out rows of one fold) each candidate of ``ks`` gets right, in its order.
+
+    ``ks`` are at most the fold's training rows.
+    """
     search = knn_pipeline(max(ks)).fit(X[fit_rows], encoded[fit_rows])
-    queries = search.named_steps["normalise"].transform(X[held_out])
-    distances, neighbours = search.named_steps["knn"].kneighbors(queries, n_neighbors=max(ks))
+    normalised = search.named_steps["normalise"].transform(X[queries])
+    distances, neighbours = search.named_steps["knn"].kneighbors(normalised, n_neighbors=max(ks))
     predicted = votes_for_every_k(distances, encoded[fit_rows][neighbours], ks, n_classes)
-    return {k: float(np.mean(predicted[k] == encoded[held_out])) for k in ks}
+    return [int(np.sum(predicted[k] == encoded[queries])) for k in ks]
+
+
+def query_blocks(held_out, size=QUERY_BLOCK):
+    """``held_out`` cut into blocks of ``size`` rows: pieces for the cores that don't depend on their number."""
+    return [held_out[start : start + size] for start in range(0, len(held_out), size)]
 
 
 class CosineKNN(ClassifierMixin, BaseEstimator):
@@ -91,7 +102,7 @@ class CosineKNN(ClassifierMixin, BaseEstimator):
         tried (``fit_details_`` lists those that were); ties in
         cross-validated accuracy go to the smallest.
     cv : int, stratified folds (fewer when a class has fewer training rows)
-    n_jobs : int, folds searched at once (joblib; one by default, since BLAS already uses every core)
+    n_jobs : int, blocks of held-out rows searched at once (joblib), each on one thread; -1: every core
     seed : int, shuffles the rows before the folds are cut
 
     Attributes
@@ -105,7 +116,7 @@ class CosineKNN(ClassifierMixin, BaseEstimator):
         ``cv_accuracy`` (mean over folds, per candidate tried).
     """
 
-    def __init__(self, k=(1, 5, 10, 20, 50), cv=3, n_jobs=1, seed=0):
+    def __init__(self, k=(1, 5, 10, 20, 50), cv=3, n_jobs=-1, seed=0):
         self.k = k
         self.cv = cv
         self.n_jobs = n_jobs
@@ -125,11 +136,14 @@ class CosineKNN(ClassifierMixin, BaseEstimator):
         ks = [k for k in candidates(self.k) if k <= fewest]
         if not ks:
             raise FeatpipeError(f"knn: every k of {list(self.k)} is more than the {fewest} rows a fold trains on")
-        per_fold = joblib.Parallel(n_jobs=self.n_jobs)(
-            joblib.delayed(fold_accuracies)(X, encoded, fit_rows, held_out, ks, len(classes))
-            for fit_rows, held_out in splits
-        )
-        means = {k: float(np.mean([fold[k] for fold in per_fold])) for k in ks}
+        blocks = [(fold, block) for fold, (_, held_out) in enumerate(splits) for block in query_blocks(held_out)]
+        hits = np.zeros((len(splits), len(ks)))
+        with shared(X) as rows:
+            pieces = [(rows, encoded, splits[fold][0], block, ks, len(classes)) for fold, block in blocks]
+            for (fold, _), block_hits in zip(blocks, run_pieces(fold_hits, pieces, self.n_jobs)):
+                hits[fold] += block_hits
+        accuracy = hits / np.array([[len(held_out)] for _, held_out in splits])
+        means = {k: float(mean) for k, mean in zip(ks, accuracy.mean(axis=0))}
         best = max(ks, key=lambda k: (means[k], -k))
         self.pipeline_ = knn_pipeline(best).fit(X, y)
         self.classes_ = self.pipeline_.classes_

@@ -7,12 +7,13 @@ cross-validation on the training rows only, the scaler refitted inside every
 fold, and the best pipeline refitted on every training row.
 """
 
+import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from classifiers.cores import on_one_thread, run_pieces, shared
 from classifiers.registry import register, save_joblib
 from classifiers.search import candidates, folds_note, probe_folds
 
@@ -30,6 +31,12 @@ def probe_pipeline(C=1.0, max_iter=1000, seed=0):
     ])
 
 
+def fold_accuracy(X, y, fit_rows, held_out, C, max_iter, seed):
+    """Accuracy on one fold's held-out rows of the pipeline with ``C`` fitted on its other rows."""
+    model = probe_pipeline(C, max_iter, seed).fit(X[fit_rows], y[fit_rows])
+    return float(np.mean(model.predict(X[held_out]) == y[held_out]))
+
+
 class LinearProbe(ClassifierMixin, BaseEstimator):
     """Standardise, then an L2 logistic regression whose ``C`` is chosen by cross-validation.
 
@@ -40,7 +47,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         (the most regularised).
     cv : int, stratified folds (fewer when a class has fewer training rows)
     max_iter : int, Newton-CG iterations at most
-    n_jobs : int, fits run at once (joblib; one by default, since BLAS already uses every core)
+    n_jobs : int, fits at once (joblib), each on one thread (:mod:`classifiers.cores`); -1: every core
     seed : int, shuffles the rows before the folds are cut
 
     Attributes
@@ -54,7 +61,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         ``cv_accuracy`` (mean over folds, per candidate).
     """
 
-    def __init__(self, C=(0.001, 0.01, 0.1, 1.0), cv=3, max_iter=1000, n_jobs=1, seed=0):
+    def __init__(self, C=(0.001, 0.01, 0.1, 1.0), cv=3, max_iter=1000, n_jobs=-1, seed=0):
         self.C = C
         self.cv = cv
         self.max_iter = max_iter
@@ -67,20 +74,24 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         return folds_note("logreg", y, self.cv)
 
     def fit(self, X, y):
-        """Choose ``C`` on ``X`` (ndarray of shape (n_samples, n_features)) and ``y``, then refit."""
-        folds = probe_folds(y, self.cv, self.seed, "logreg")
+        """Choose ``C`` on ``X`` (ndarray of shape (n_samples, n_features)) and ``y``, then refit.
+
+        Every (candidate, fold) fit is a piece of :func:`classifiers.cores.run_pieces`,
+        and the refit runs on one thread too, so the model is the same on any number of cores.
+        """
+        splits = list(probe_folds(y, self.cv, self.seed, "logreg").split(X, y))
         grid = candidates(self.C)
-        search = GridSearchCV(
-            probe_pipeline(max_iter=self.max_iter, seed=self.seed), {"logreg__C": grid}, scoring="accuracy",
-            cv=folds, n_jobs=self.n_jobs, refit=True, error_score="raise",
-        ).fit(X, y)
-        self.pipeline_ = search.best_estimator_
+        with shared(X) as rows:
+            pieces = [(rows, y, fit_rows, held_out, C, self.max_iter, self.seed) for C in grid for fit_rows, held_out in splits]
+            scores = np.reshape(run_pieces(fold_accuracy, pieces, self.n_jobs), (len(grid), len(splits)))
+        means = scores.mean(axis=1)
+        best = grid[int(np.argmax(means))]  # the first of the best: ties go to the smallest C
+        self.pipeline_ = on_one_thread(probe_pipeline(best, self.max_iter, self.seed).fit, X, y)
         self.classes_ = self.pipeline_.classes_
-        scores = search.cv_results_["mean_test_score"]
         self.fit_details_ = {
-            "selected": {"C": float(search.best_params_["logreg__C"])},
-            "cv": folds.get_n_splits(),
-            "cv_accuracy": {str(value): round(float(score), 6) for value, score in zip(grid, scores)},
+            "selected": {"C": float(best)},
+            "cv": len(splits),
+            "cv_accuracy": {str(value): round(float(score), 6) for value, score in zip(grid, means)},
         }
         return self
 

@@ -1,6 +1,7 @@
 """Train one registered classifier on a feature matrix and score it: what ``train`` runs per model."""
 
 from classifiers import registry
+from classifiers.cores import fits_in_this_process
 from classifiers.evaluation import fit_and_evaluate
 from classifiers.search import make_search, summarise
 
@@ -29,7 +30,7 @@ def train_and_score(name, options, seed, train, test, class_names, grid=None, cv
     """
     estimator = registry.build(name, seed, **options)
     if grid:
-        n_jobs = getattr(estimator, "search_n_jobs", -1)
+        n_jobs = 1 if fits_in_this_process(estimator) else -1
         estimator = make_search(estimator, grid, cv, seed, name, n_jobs=n_jobs)
     fitted, predicted, metrics = fit_and_evaluate(estimator, *train, *test, class_names)
     metrics["search"] = summarise(fitted) if grid else None

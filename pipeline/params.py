@@ -56,6 +56,11 @@ def integer(minimum=None, default=None, nullable=False, maximum=None):
     )
 
 
+def cores(default=-1):
+    """joblib's ``n_jobs``: how many at once, -1 for every core (-2 all but one, and so on); 0 means nothing."""
+    return Rule("an integer other than 0 (-1: every core)", lambda v: _is_int(v) and v != 0, default)
+
+
 def number(low=None, high=None, default=None, nullable=False, high_inclusive=True):
     bounds = []
     if low is not None:
@@ -257,7 +262,7 @@ SCHEMA = {
         "n_estimators": integer(minimum=1, default=100),
         "criterion": choice("gini", "entropy", "log_loss", default="entropy"),
         "max_depth": integer(minimum=1, default=100, nullable=True),
-        "n_jobs": integer(default=-1),
+        "n_jobs": cores(),
     },
     "train": {
         "classifiers": list_of(lambda v: isinstance(v, str), "classifier names", ["rf", "svm", "dense", "logreg", "knn"]),
@@ -271,7 +276,7 @@ SCHEMA = {
                 "sqrt",
                 nullable=True,
             ),
-            "n_jobs": integer(default=-1),
+            "n_jobs": cores(),
         },
         "svm": {
             "kernel": choice("rbf", "linear", default="rbf"),
@@ -280,17 +285,18 @@ SCHEMA = {
             "pca_components": integer(minimum=1, default=None, nullable=True),
             "max_rbf_samples": integer(minimum=1, default=10000),
             "nystroem_components": integer(minimum=1, default=NYSTROEM_COMPONENTS),
+            "n_jobs": cores(),
         },
         "logreg": {
             "C": grid_of(_is_positive_number, "positive numbers (inverse regularisation strengths)", [0.001, 0.01, 0.1, 1.0]),
             "cv": integer(minimum=2, default=3),
             "max_iter": integer(minimum=1, default=1000),
-            "n_jobs": integer(default=1),
+            "n_jobs": cores(),
         },
         "knn": {
             "k": grid_of(lambda v: _is_int(v) and v >= 1, "integers >= 1 (neighbours)", [1, 5, 10, 20, 50]),
             "cv": integer(minimum=2, default=3),
-            "n_jobs": integer(default=1),
+            "n_jobs": cores(),
         },
         "dense": {
             "hidden_units": list_of(lambda v: isinstance(v, int) and v > 0, "positive integers", [256], min_length=0),

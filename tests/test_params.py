@@ -62,6 +62,7 @@ def test_missing_keys_take_defaults():
         ({"data": {"train_size": 0}}, "params: data.train_size: expected an integer >= 1 or null, got 0"),
         ({"data": {"train_size": "many"}}, "data.train_size: expected an integer"),
         ({"data": {"train_size": True}}, "data.train_size: expected an integer"),
+        ({"train": {"knn": {"n_jobs": 0}}}, "params: train.knn.n_jobs: expected an integer other than 0 (-1: every core), got 0"),
         ({"data": {"source": "mnist"}}, "data.source: expected one of 'fashion_mnist', 'cifar10', 'folder', got 'mnist'"),
         ({"data": {"test_fraction": 1.0}}, "data.test_fraction: expected a number >= 0.0 and < 1.0"),
         ({"extract": {"backbones": []}}, "extract.backbones: expected a list"),

@@ -26,6 +26,9 @@ class _ImageCNN(ClassifierMixin, BaseEstimator):
     seed : int
     """
 
+    # Fitted in this process, one at a time (classifiers.cores.fits_in_this_process).
+    fits_in_this_process = True
+
     def __init__(self, n_classes, settings=None, seed=0):
         self.n_classes = n_classes
         self.settings = settings
