@@ -130,4 +130,4 @@ def test_an_rbf_svm_approximated_on_the_whole_split_says_so_once(project):
     result = run_curves(project, per_class=[2, 5, "all"], classifiers=["svm"])
     notes = [line for line in result.stderr.splitlines() if "approximated" in line]
     assert notes == ["curves: svm: 60 training rows are more than max_rbf_samples=50: the RBF kernel is approximated "
-                     "(Nystroem, 20 components, then a linear SVM)"]
+                     "(Nystroem, 20 components, then a least-squares linear SVM)"]

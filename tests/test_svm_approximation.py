@@ -7,7 +7,11 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from classifiers.svm import FeatureSVM, rbf_gamma
+from sklearn.kernel_approximation import Nystroem
+from sklearn.linear_model import RidgeClassifier
+
+from classifiers import svm
+from classifiers.svm import FeatureSVM, least_squares_svm, rbf_gamma
 from plumbing.errors import FeatpipeError
 
 
@@ -42,20 +46,38 @@ def test_past_the_limit_the_kernel_is_approximated_and_said(data):
     model = FeatureSVM(max_rbf_samples=len(X) - 1, nystroem_components=50, seed=3)
     assert model.check_fit(y) == (
         f"svm: {len(X)} training rows are more than max_rbf_samples={len(X) - 1}: the RBF kernel is approximated "
-        "(Nystroem, 50 components, then a linear SVM)"
+        "(Nystroem, 50 components, then a least-squares linear SVM)"
     )
     model.fit(X, y)
     assert [name for name, _ in model.pipeline_.steps] == ["scale", "nystroem", "svc"]
-    assert type(model.pipeline_.named_steps["svc"]).__name__ == "LinearSVC"
+    assert type(model.pipeline_.named_steps["svc"]).__name__ == "RidgeClassifier"
     scaled = StandardScaler().fit_transform(X)
     assert model.fit_details_ == {
         "kernel": "rbf", "approximation": "nystroem", "n_components": 50,
-        "gamma": pytest.approx(1.0 / (X.shape[1] * scaled.var())), "max_rbf_samples": len(X) - 1,
+        "gamma": pytest.approx(1.0 / (X.shape[1] * scaled.var())), "solver": "least squares",
+        "max_rbf_samples": len(X) - 1,
     }
     np.testing.assert_array_equal(model.classes_, [0, 1])
     # More components than rows: one per row, and the record says so.
     assert FeatureSVM(max_rbf_samples=10, nystroem_components=5000).fit(X, y).fit_details_["n_components"] == len(X)
     assert FeatureSVM(kernel="linear", max_rbf_samples=10).fit(X, y).fit_details_ is None
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_the_least_squares_svm_is_ridge_classifier_on_the_mapped_rows(monkeypatch, n_classes):
+    X, _ = rings(500, 2)
+    y = np.arange(len(X)) % n_classes
+    nystroem = Nystroem(gamma=0.2, n_components=60, random_state=0).fit(X)
+    monkeypatch.setattr(svm, "MAP_BLOCK", 128)  # several blocks, the last one short
+    head = least_squares_svm(nystroem, X, y, C=4.0, n_jobs=1)
+    # The rows mapped block by block, as the fit maps them (float32 sums differ in the last digits by block size).
+    mapped = np.concatenate([nystroem.transform(X[start : start + 128]) for start in range(0, len(X), 128)])
+    reference = RidgeClassifier(alpha=1.0 / 8.0).fit(mapped.astype(np.float64), y)
+    assert head.coef_.shape == reference.coef_.shape
+    np.testing.assert_allclose(head.coef_, reference.coef_, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(head.intercept_, reference.intercept_, rtol=1e-9, atol=1e-9)
+    X_new, _ = rings(100, 3)
+    np.testing.assert_array_equal(head.predict(nystroem.transform(X_new)), reference.predict(nystroem.transform(X_new)))
 
 
 @pytest.mark.parametrize("gamma", ["scale", "auto", 0.3])

@@ -134,7 +134,7 @@ def test_rbf_svm_past_its_size_approximates_the_kernel_and_says_so(project):
     set_params(project, train={**FAST_PARAMS["train"], "svm": {"max_rbf_samples": 50, "nystroem_components": 30}})
     result = invoke(["train", "--classifier", "svm"])
     assert ("train: svm: 60 training rows are more than max_rbf_samples=50: the RBF kernel is approximated "
-            "(Nystroem, 30 components, then a linear SVM)") in result.output
+            "(Nystroem, 30 components, then a least-squares linear SVM)") in result.output
     record = json.loads((project.root / "reports/metrics/vgg16-fc2-svm.json").read_text())
     assert {key: record["training"][key] for key in ("kernel", "approximation", "n_components", "max_rbf_samples")} == {
         "kernel": "rbf", "approximation": "nystroem", "n_components": 30, "max_rbf_samples": 50}
