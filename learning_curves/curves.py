@@ -35,6 +35,7 @@ the summary can say what share of it the few labels reach.
 Nothing here reads params or writes files; the ``curves`` stage does both.
 """
 
+import contextlib
 import dataclasses
 import math
 import sys
@@ -259,14 +260,15 @@ def check_models(models, n_train, n_test):
             )
 
 
-def fit_curves(models, y_train, y_test, draws, *, progress=True, n_jobs=None):
+def fit_curves(models, y_train, y_test, draws, *, progress=True, n_jobs=-1):
     """Fit every model on every draw and score it on the whole test split.
 
-    The fits go through ``joblib.Parallel``: inside
-    :func:`classifiers.fanout.joblib_backend` with a scheduler they become Dask
-    tasks on every worker. Locally (``n_jobs=None``) they run one after the
-    other in this process, since a forest already uses every core and a
-    Keras head its own thread pool; pass ``n_jobs`` to run several at once.
+    The scikit-learn fits are pieces of :func:`classifiers.cores.run_pieces`:
+    each on one thread, ``n_jobs`` at once, so that every core works and the
+    numbers do not depend on how many there are; inside
+    :func:`classifiers.fanout.joblib_backend` with a scheduler they become
+    Dask tasks on every worker. The Keras heads and CNNs are fitted after
+    them, in this process, one at a time (:func:`classifiers.cores.fits_in_this_process`).
 
     Parameters
     ----------
@@ -275,31 +277,40 @@ def fit_curves(models, y_train, y_test, draws, *, progress=True, n_jobs=None):
     y_test : ndarray of shape (n_test,), class indices
     draws : list of Draw, from :func:`draw_subsets`
     progress : bool, a bar over fits on stderr
-    n_jobs : int or None, joblib's ``n_jobs`` (None: joblib's default for the active backend)
+    n_jobs : int, scikit-learn fits at once (joblib's ``n_jobs``; -1: every core or every Dask worker)
 
     Returns
     -------
     list of FitResult, models outer, draws inner; the same numbers on every run but ``fit_seconds``
     """
-    import joblib
     from tqdm.auto import tqdm
+
+    from classifiers.cores import fits_in_this_process, run_pieces, shared
 
     y_train, y_test = np.asarray(y_train), np.asarray(y_test)
     check_models(models, len(y_train), len(y_test))
+    here = {model.name: fits_in_this_process(model.build(0)) for model in models}
     plan = [(model, draw) for model in models for draw in draws]
-    tasks = (
-        joblib.delayed(fit_one)(model.build, draw.model_seed, model.X_train[draw.rows], y_train[draw.rows],
-                                model.X_test, y_test)
-        for model, draw in plan
-    )
-    outcomes = joblib.Parallel(n_jobs=n_jobs, return_as="generator")(tasks)
-    results = []
-    with tqdm(total=len(plan), unit="fit", desc="curves", file=sys.stderr, disable=not progress) as bar:
-        for (model, draw), (accuracy, seconds) in zip(plan, outcomes):
-            results.append(FitResult(model.name, draw.per_class, draw.repeat, accuracy, seconds))
-            bar.set_postfix_str(f"{model.name} {draw.per_class}/class", refresh=False)
+    outcomes = {}
+    with tqdm(total=len(plan), unit="fit", desc="curves", file=sys.stderr, disable=not progress) as bar, \
+            contextlib.ExitStack() as stack:
+        in_pieces = [index for index, (model, _) in enumerate(plan) if not here[model.name]]
+        # Every piece of a model scores the same test rows: sent to the workers once.
+        tests = {model.name: stack.enter_context(shared(model.X_test)) for model in models if not here[model.name]}
+        pieces = ((model.build, draw.model_seed, model.X_train[draw.rows], y_train[draw.rows], tests[model.name], y_test)
+                  for model, draw in (plan[index] for index in in_pieces))
+        # The generator first: zip then reads it to its end, and joblib sees every result collected.
+        for outcome, index in zip(run_pieces(fit_one, pieces, n_jobs, as_generator=True), in_pieces):
+            outcomes[index] = outcome
             bar.update()
-    return results
+        for index in (index for index, (model, _) in enumerate(plan) if here[model.name]):
+            model, draw = plan[index]
+            bar.set_postfix_str(f"{model.name} {draw.per_class}/class", refresh=False)
+            outcomes[index] = fit_one(model.build, draw.model_seed, model.X_train[draw.rows], y_train[draw.rows],
+                                      model.X_test, y_test)
+            bar.update()
+    return [FitResult(model.name, draw.per_class, draw.repeat, *outcomes[index])
+            for index, (model, draw) in enumerate(plan)]
 
 
 def size_summary(per_class, n_train, n_classes, fits):

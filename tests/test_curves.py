@@ -58,7 +58,7 @@ def scores(results):
     return [(fit.model, fit.per_class, fit.repeat, fit.accuracy) for fit in results]
 
 
-def test_accuracy_rises_bands_shrink_and_a_rerun_is_identical(models, splits):
+def test_accuracy_rises_bands_shrink_and_a_rerun_one_fit_at_a_time_is_identical(models, splits):
     # 8 repeats: a standard deviation from 5 is itself too noisy to compare reliably (tried on 16 seeds).
     _, results, summary = run(models, splits, [2, 6, 50], repeats=8)
     for name, curve in summary["models"].items():
@@ -69,7 +69,7 @@ def test_accuracy_rises_bands_shrink_and_a_rerun_is_identical(models, splits):
         assert largest["mean"] < 1.0, "the data is too easy to show anything"
         assert largest["mean"] == pytest.approx(np.mean(largest["accuracy"]), abs=1e-6)
         assert largest["std"] == pytest.approx(np.std(largest["accuracy"], ddof=1), abs=1e-6)
-    _, again, _ = run(models, splits, [2, 6, 50], repeats=8)
+    _, again, _ = run(models, splits, [2, 6, 50], repeats=8, n_jobs=1)  # in this process: every core or one, the same numbers
     assert scores(again) == scores(results)
 
 
@@ -120,7 +120,8 @@ def test_every_model_saw_the_rows_the_summary_records(splits, capsys):
     y_train, y_test = splits
     models = spies(splits)
     plan = curves.draw_subsets(y_train, [2, 5], repeats=3, seed=9)
-    summary = curves.summarise_curves(models, plan, curves.fit_curves(models, y_train, y_test, plan.draws))
+    # n_jobs=1: the fits run in this process, where the spy sees them.
+    summary = curves.summarise_curves(models, plan, curves.fit_curves(models, y_train, y_test, plan.draws, n_jobs=1))
     recorded = {(draw["model_seed"], tuple(draw["rows"])) for draw in summary["draws"]}
     assert len(recorded) == 2 * 3, "draws of different sizes or repeats should differ"
     for model in models:
