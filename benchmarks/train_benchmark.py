@@ -22,18 +22,34 @@ growth means the time ratio equals the rows ratio).
 
 A fit whose time, extrapolated from the previous N, would pass ``--budget``
 seconds is skipped and the table says so.
+
+``--cores`` measures instead what the cores bring: every head fitted at
+20,000 rows in a process held to one core (its CPU affinity) and in one
+given every core, the two fit times and their ratio; the SVM also at 60,000
+rows, against the formulation it replaced (Nystroem, then scikit-learn's
+LinearSVC, which fits on one core) timed on one core in the same run; and
+``curves``, every head's learning curves as the default params draw them
+from those rows::
+
+    python benchmarks/train_benchmark.py --cores
+    python benchmarks/train_benchmark.py --cores --rows 2000 --svm-rows 4000 --dim 512   # a quick look
 """
 
 import argparse
 import os
 import platform
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-import classifiers
-from classifiers.evaluation import fit_and_evaluate
-from pipeline.params import defaults
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import classifiers  # noqa: E402
+from benchmarks.common import report_result, run_measurement  # noqa: E402
+from classifiers.evaluation import fit_and_evaluate  # noqa: E402
+from pipeline.params import defaults  # noqa: E402
 
 N_CLASSES = 10
 N_TEST = 2000
@@ -174,6 +190,112 @@ def print_row(row):
     print("| " + " | ".join(cells + [note]) + " |", flush=True)
 
 
+class LiblinearApproximation:
+    """The approximated RBF SVM as `train` fitted it before the least-squares head: Nystroem, then LinearSVC.
+
+    The baseline of ``--cores``: standardise, resolve ``gamma="scale"`` on
+    the standardised rows, map onto the Nystroem landmarks, LinearSVC (liblinear).
+    """
+
+    def __init__(self, C, n_components, seed):
+        self.C, self.n_components, self.seed = C, n_components, seed
+
+    def fit(self, X, y):
+        from sklearn.kernel_approximation import Nystroem
+        from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import StandardScaler
+        from sklearn.svm import LinearSVC
+
+        from classifiers.svm import rbf_gamma
+
+        scale = StandardScaler().fit(X)
+        scaled = scale.transform(X)
+        nystroem = Nystroem(gamma=rbf_gamma("scale", scaled), n_components=min(self.n_components, len(X)),
+                            random_state=self.seed).fit(scaled)
+        svc = LinearSVC(C=self.C, dual="auto", random_state=self.seed).fit(nystroem.transform(scaled), y)
+        self.pipeline_ = Pipeline([("scale", scale), ("nystroem", nystroem), ("svc", svc)])
+        return self
+
+    def predict(self, X):
+        return self.pipeline_.predict(X)
+
+
+def one_fit(head, rows, dim, seed):
+    """In a child process: fit ``head`` as the default params configure it (or the baseline) and report it."""
+    settings = defaults()["train"]
+    if head == "svm liblinear":
+        estimator = LiblinearApproximation(settings["svm"]["C"], settings["svm"]["nystroem_components"], seed)
+    else:
+        estimator = classifiers.build(head, seed, **settings[head])
+    train_X, train_y = synthetic_features(rows, dim, seed=seed)
+    test_X, test_y = synthetic_features(N_TEST, dim, seed=seed + 1)
+    model, _, metrics = fit_and_evaluate(estimator, train_X, train_y, test_X, test_y, [str(c) for c in range(N_CLASSES)])
+    report_result({"fit_seconds": metrics["fit_seconds"], "accuracy": metrics["accuracy"], "note": fit_note(model)})
+
+
+def one_curves(rows, dim, seed, keras=True):
+    """In a child process: the learning curves of every head (``keras=False``: but the dense head), as `curves` fits them."""
+    import functools
+
+    from learning_curves.curves import CurveModel, draw_subsets, fit_curves
+
+    params = defaults()
+    train_X, train_y = synthetic_features(rows, dim, seed=seed)
+    test_X, test_y = synthetic_features(N_TEST, dim, seed=seed + 1)
+    heads = [head for head in params["train"]["classifiers"] if keras or head != "dense"]
+    models = [CurveModel(f"synthetic-{head}", "synthetic", head,
+                         functools.partial(classifiers.build, head, **params["train"][head]), train_X, test_X)
+              for head in heads]
+    plan = draw_subsets(train_y, params["curves"]["per_class"], params["curves"]["repeats"], seed)
+    start = time.perf_counter()
+    results = fit_curves(models, train_y, test_y, plan.draws, progress=False)
+    seconds = time.perf_counter() - start
+    mean = float(np.mean([fit.accuracy for fit in results]))
+    report_result({"fit_seconds": round(seconds, 3), "accuracy": mean,
+                   "note": f"{len(results)} fits: {', '.join(heads)} x {len(plan.per_class)} sizes x {plan.repeats} draws"})
+
+
+def fit_on_cores(head, rows, dim, seed, cores):
+    """Fit ``head`` in a fresh process whose CPU affinity is ``cores`` (a set of CPU numbers); its report."""
+    what = {"curves": ["--one-curves"], "curves scikit-learn": ["--one-curves", "--no-keras"]}.get(head, ["--one-fit", head])
+    command = [sys.executable, __file__, *what, "--rows", str(rows), "--dim", str(dim), "--seed", str(seed)]
+    # taskset sets the affinity before Python starts, so that BLAS, OpenMP, joblib and TensorFlow all
+    # size their thread pools to it.
+    return run_measurement(["taskset", "-c", ",".join(map(str, sorted(cores))), *command], f"{head} on {len(cores)} cores")
+
+
+def cores_benchmark(rows, svm_rows, dim, seed, heads):
+    """The SVM at ``svm_rows`` against its former formulation, then every head on one core and on every core."""
+    every = os.sched_getaffinity(0)
+    one = {min(every)}
+    print(f"# train benchmark --cores: synthetic N x {dim} features, {N_CLASSES} classes, {len(every)} cores; "
+          f"heads as the default params.yaml configures them; fit seconds, each fit in a fresh process")
+    print()
+    print("| N | classifier | 1 core s | all cores s | speed-up | accuracy 1 / all | note |")
+    print("| ---: | --- | ---: | ---: | ---: | --- | --- |")
+    if svm_rows:
+        before = fit_on_cores("svm liblinear", svm_rows, dim, seed, one)
+        print(f"| {svm_rows:,} | svm: Nystroem + LinearSVC (the former formulation) | {before['fit_seconds']:.1f} | — | — | "
+              f"{before['accuracy']:.4f} / — | |", flush=True)
+        now = print_cores_row("svm", svm_rows, dim, seed, one, every)
+        summary = (f"# svm at {svm_rows:,} rows on {len(every)} cores: {now['fit_seconds'] / before['fit_seconds']:.2f} of "
+                   f"the former formulation's one-core time (target <= 0.3), accuracy "
+                   f"{100 * (now['accuracy'] - before['accuracy']):+.2f} points (target: within 0.5)")
+    for head in heads:
+        print_cores_row(head, rows, dim, seed, one, every)
+    if svm_rows:
+        print(summary)
+
+
+def print_cores_row(head, rows, dim, seed, one, every):
+    """Fit ``head`` on one core and on ``every`` core, print the table row; the every-core report."""
+    alone, together = fit_on_cores(head, rows, dim, seed, one), fit_on_cores(head, rows, dim, seed, every)
+    print(f"| {rows:,} | {head} | {alone['fit_seconds']:.1f} | {together['fit_seconds']:.1f} | "
+          f"x{alone['fit_seconds'] / together['fit_seconds']:.2f} | {alone['accuracy']:.4f} / "
+          f"{together['accuracy']:.4f} | {together['note']} |", flush=True)
+    return together
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 10000, 60000])
@@ -183,7 +305,22 @@ def main():
     parser.add_argument("--only", nargs="+", choices=sorted(GROWTH), help="run only these classifiers")
     parser.add_argument("--nystroem-components", type=int, default=None,
                         help="components of the approximation (default: train.svm.nystroem_components)")
+    parser.add_argument("--cores", action="store_true", help="one core against every core (see above)")
+    parser.add_argument("--rows", type=int, default=20000, help="--cores: training rows of every head")
+    parser.add_argument("--svm-rows", type=int, default=60000, help="--cores: the SVM's rows against its baseline; 0: none")
+    parser.add_argument("--heads", nargs="+", default=["rf", "svm", "dense", "logreg", "knn", "curves", "curves scikit-learn"],
+                        help="--cores: these heads; curves: every head's learning curves (accuracy: the mean over "
+                             "the fits), curves scikit-learn: without the dense head")
+    parser.add_argument("--one-fit", help=argparse.SUPPRESS)
+    parser.add_argument("--one-curves", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-keras", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one_fit:
+        return one_fit(args.one_fit, args.rows, args.dim, args.seed)
+    if args.one_curves:
+        return one_curves(args.rows, args.dim, args.seed, keras=not args.no_keras)
+    if args.cores:
+        return cores_benchmark(args.rows, args.svm_rows, args.dim, args.seed, args.heads)
     print_header(args.sizes, args.dim, args.budget)
     start = time.perf_counter()
     measured = benchmark(sorted(args.sizes), args.dim, args.budget, args.seed, args.only, args.nystroem_components)
