@@ -17,6 +17,13 @@
 # GPU_CHECK_STEPS="tests" (names as below, space-separated) runs only those steps. On one H200 at a9b6f9e the
 # benchmarks took 84, 59, 64, 63, 0, 90 (stopped), 72 s, and the suite about 330 s: two calls, e.g.
 #   GPU_CHECK_STEPS="vgg16-28 vgg16-224 predict-vgg16-224 io extract-process mobilenet-224 resnet50-224", then "tests".
+#
+# The whole pipeline (step `pipeline`, benchmarks/pipeline_times.sh) runs only when GPU_CHECK_STEPS names it, in a
+# call of its own: every stage through the featpipe commands on all 60,000/10,000 Fashion-MNIST images, each
+# stage's time in $OUT/pipeline-times.txt as it ends. It reads the four IDX files from .fashion-mnist/, taken along
+# like .whl (about 30 MB, git-ignored; the run tool's carry: [".whl", ".fashion-mnist"]). On this machine, once:
+#   mkdir -p .fashion-mnist && cp /usr/share/datasets/fashion-mnist/*-ubyte.gz .fashion-mnist/
+# then on the device: GPU_CHECK_STEPS=pipeline GPU_CHECK_SECONDS=580 bash benchmarks/gpu_check.sh
 set -u
 OUT=${OUT:-gpu-out}
 DEADLINE=$((SECONDS + ${GPU_CHECK_SECONDS:-540}))
@@ -71,6 +78,11 @@ step io 120 python3 benchmarks/io_benchmark.py --photos 2048 --rows 16384 --roun
 step extract-process 60 bash -c extract_process
 bench mobilenet-224 120 --backbone mobilenet_v2 --sizes 8000 --image-size 224 --channels 3
 bench resnet50-224 90 --backbone resnet50 --sizes 8000 --image-size 224 --channels 3
+
+# The whole pipeline, prepare to report, on all of Fashion-MNIST with random weights (no ImageNet weights there),
+# params.yaml's values otherwise: only when named, with every second left (target: <= 600 s on one H100/H200).
+[[ " ${GPU_CHECK_STEPS:-} " == *" pipeline "* ]] &&
+  step pipeline $((DEADLINE - SECONDS - 5)) env OUT="$OUT" bash benchmarks/pipeline_times.sh
 
 # The test suite on JAX, one worker per core (the DVC test needs dvc, which is not carried). One line per
 # test as it ends, so that a run the deadline stops still says which tests failed (tests-failed.txt).
