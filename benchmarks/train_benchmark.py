@@ -308,7 +308,7 @@ def main():
     parser.add_argument("--cores", action="store_true", help="one core against every core (see above)")
     parser.add_argument("--rows", type=int, default=20000, help="--cores: training rows of every head")
     parser.add_argument("--svm-rows", type=int, default=60000, help="--cores: the SVM's rows against its baseline; 0: none")
-    parser.add_argument("--heads", nargs="+", default=["rf", "svm", "dense", "logreg", "knn", "curves", "curves scikit-learn"],
+    parser.add_argument("--heads", nargs="*", default=["rf", "svm", "dense", "logreg", "knn", "curves", "curves scikit-learn"],
                         help="--cores: these heads; curves: every head's learning curves (accuracy: the mean over "
                              "the fits), curves scikit-learn: without the dense head")
     parser.add_argument("--one-fit", help=argparse.SUPPRESS)

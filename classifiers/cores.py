@@ -6,8 +6,8 @@ regression's coefficients moved by 1e-3 between one and two BLAS threads on
 15,000 x 256 features, enough to change the C its cross-validation picks.
 So the scikit-learn heads cut their fits into pieces that each run on one
 thread (a fold and a candidate, a block of mapped rows, a block of queries,
-a fit of the learning curves) and spread the pieces over the cores with joblib. The pieces are
-the same whatever the core count, and so is the model.
+a fit of the learning curves) and spread the pieces over the cores with
+joblib. The pieces are the same whatever the core count, and so is the model.
 
 Inside :func:`classifiers.fanout.joblib_backend` the pieces go to a Dask
 cluster's workers instead, still one thread each.
@@ -16,15 +16,43 @@ cluster's workers instead, still one thread each.
 import contextlib
 import os
 import tempfile
+import threading
 
 import joblib
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+_pieces_running = 0
+_pieces_lock = threading.Lock()
+_limits = None
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """BLAS on one thread while any piece runs in this process.
+
+    BLAS's limit is process-wide, and a Dask worker runs several pieces at
+    once in its threads: the first piece to start sets it and the last to end
+    lifts it, so that no piece ending lifts it under another. (OpenMP's limit
+    belongs to the thread that sets it: each piece sets its own.)
+    """
+    global _pieces_running, _limits
+    with _pieces_lock:
+        if _pieces_running == 0:
+            _limits = threadpool_limits(limits=1, user_api="blas")
+        _pieces_running += 1
+    try:
+        yield
+    finally:
+        with _pieces_lock:
+            _pieces_running -= 1
+            if _pieces_running == 0:
+                _limits.restore_original_limits()
+
 
 def on_one_thread(function, *args, **kwargs):
     """``function(*args, **kwargs)`` on one thread: BLAS and OpenMP limited to one, joblib inside it sequential."""
-    with threadpool_limits(limits=1), joblib.parallel_config(backend="sequential"):
+    with one_blas_thread(), threadpool_limits(limits=1, user_api="openmp"), joblib.parallel_config(backend="sequential"):
         return function(*args, **kwargs)
 
 

@@ -16,6 +16,8 @@ LinearSVC iterates on one core: at 60,000 rows a fraction of the time, at
 the same accuracy (docs/learners.md has the measurement).
 """
 
+import copy
+
 import numpy as np
 import scipy.linalg
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -26,7 +28,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import LabelBinarizer, StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
-from classifiers.cores import on_one_thread, run_pieces
+from classifiers.cores import on_one_thread, run_pieces, shared
 from classifiers.registry import register, save_joblib
 from plumbing.errors import FeatpipeError
 
@@ -98,12 +100,37 @@ def approximate_rbf_fit(X, y, C=10.0, gamma="scale", pca_components=None, n_comp
     mapped = on_one_thread(Pipeline(steps).fit_transform, X)
     gamma_value = rbf_gamma(gamma, mapped)
     components = min(n_components, len(X))
-    nystroem = Nystroem(kernel="rbf", gamma=gamma_value, n_components=components, random_state=seed)
-    on_one_thread(nystroem.fit, mapped)
+    nystroem = on_one_thread(fit_nystroem, mapped, gamma_value, components, seed)
     head = least_squares_svm(nystroem, mapped, y, C, n_jobs)
     details = {"kernel": "rbf", "approximation": "nystroem", "n_components": components, "gamma": gamma_value,
                "solver": "least squares"}
     return Pipeline([*steps, ("nystroem", nystroem), ("svc", head)]), details
+
+
+def fit_nystroem(X, gamma, n_components, seed):
+    """``Nystroem(kernel="rbf", gamma=gamma, n_components=n_components, random_state=seed).fit(X)``, sooner.
+
+    The same landmarks, kernel and map as scikit-learn's ``fit``, but the
+    inverse square root of the landmarks' kernel K comes from its symmetric
+    eigendecomposition (``eigh``) rather than its SVD, several times faster
+    at 4,000 landmarks. scikit-learn's SVD of the symmetric K has U = sign(l) q,
+    S = |l| and V = q for each eigenpair (l, q), so its ``U / sqrt(S) @ V``
+    is the sum of sign(l) q q' / sqrt(|l|) written here (S clipped at 1e-12,
+    as there). The result is a plain fitted ``Nystroem``: model files still
+    need only scikit-learn, and a test holds it to scikit-learn's own fit.
+    """
+    from sklearn.metrics.pairwise import rbf_kernel
+    from sklearn.utils import check_random_state
+
+    nystroem = Nystroem(kernel="rbf", gamma=gamma, n_components=n_components, random_state=seed)
+    landmarks = check_random_state(seed).permutation(len(X))[:n_components]
+    basis = X[landmarks]
+    values, vectors = np.linalg.eigh(rbf_kernel(basis, gamma=gamma))
+    scale = np.where(values < 0, -1.0, 1.0) / np.sqrt(np.maximum(np.abs(values), 1e-12))
+    nystroem.normalization_ = (vectors * scale.astype(vectors.dtype)) @ vectors.T
+    nystroem.components_, nystroem.component_indices_ = basis, landmarks
+    nystroem.n_features_in_, nystroem._n_features_out = X.shape[1], n_components
+    return nystroem
 
 
 def normal_equations_piece(nystroem, X, Y):
@@ -129,8 +156,12 @@ def least_squares_svm(nystroem, X, y, C, n_jobs):
     binarizer = LabelBinarizer(pos_label=1, neg_label=-1)
     Y = binarizer.fit_transform(y).astype(np.float64)
     starts = range(0, len(X), MAP_BLOCK)
-    pieces = ((nystroem, X[start : start + MAP_BLOCK], Y[start : start + MAP_BLOCK]) for start in starts)
-    gram, cross, total = (sum(parts) for parts in zip(*run_pieces(normal_equations_piece, pieces, n_jobs)))
+    # The map's two large arrays (130 MB at 4,000 x 4,096) go to the workers once, not once a block.
+    with shared(nystroem.components_) as components, shared(nystroem.normalization_) as normalization:
+        mapper = copy.copy(nystroem)
+        mapper.components_, mapper.normalization_ = components, normalization
+        pieces = ((mapper, X[start : start + MAP_BLOCK], Y[start : start + MAP_BLOCK]) for start in starts)
+        gram, cross, total = (sum(parts) for parts in zip(*run_pieces(normal_equations_piece, pieces, n_jobs)))
     mean, target_mean = total / len(X), Y.mean(axis=0)
     gram -= len(X) * np.outer(mean, mean)  # centred: the intercept is not penalised
     cross -= len(X) * np.outer(mean, target_mean)

@@ -47,3 +47,4 @@ def test_neither_n_jobs_nor_blas_threads_change_the_model(name, hard_problem):
         other_details, other_scores = fit(name, n_jobs, threads, hard_problem)
         assert other_details == details, f"n_jobs={n_jobs}, {threads} BLAS threads"
         np.testing.assert_array_equal(other_scores, scores, err_msg=f"n_jobs={n_jobs}, {threads} BLAS threads")
+

@@ -63,6 +63,18 @@ def test_past_the_limit_the_kernel_is_approximated_and_said(data):
     assert FeatureSVM(kernel="linear", max_rbf_samples=10).fit(X, y).fit_details_ is None
 
 
+def test_the_nystroem_map_is_scikit_learns():
+    X, _ = rings(300, 4)
+    ours = svm.fit_nystroem(X, gamma=0.4, n_components=120, seed=7)
+    reference = Nystroem(kernel="rbf", gamma=0.4, n_components=120, random_state=7).fit(X)
+    np.testing.assert_array_equal(ours.component_indices_, reference.component_indices_)
+    np.testing.assert_array_equal(ours.components_, reference.components_)
+    assert ours.normalization_.dtype == reference.normalization_.dtype
+    np.testing.assert_allclose(ours.normalization_, reference.normalization_, rtol=1e-3, atol=1e-4)
+    X_new, _ = rings(50, 5)
+    np.testing.assert_allclose(ours.transform(X_new), reference.transform(X_new), rtol=1e-3, atol=1e-4)
+
+
 @pytest.mark.parametrize("n_classes", [2, 3])
 def test_the_least_squares_svm_is_ridge_classifier_on_the_mapped_rows(monkeypatch, n_classes):
     X, _ = rings(500, 2)
