@@ -161,7 +161,10 @@ def least_squares_svm(nystroem, X, y, C, n_jobs):
         mapper = copy.copy(nystroem)
         mapper.components_, mapper.normalization_ = components, normalization
         pieces = ((mapper, X[start : start + MAP_BLOCK], Y[start : start + MAP_BLOCK]) for start in starts)
-        gram, cross, total = (sum(parts) for parts in zip(*run_pieces(normal_equations_piece, pieces, n_jobs)))
+        gram = cross = total = 0.0
+        # Added in the blocks' order as they come, so that a few 4,000 x 4,000 sums are held at a time, not all.
+        for block_gram, block_cross, block_total in run_pieces(normal_equations_piece, pieces, n_jobs, as_generator=True):
+            gram, cross, total = gram + block_gram, cross + block_cross, total + block_total
     mean, target_mean = total / len(X), Y.mean(axis=0)
     gram -= len(X) * np.outer(mean, mean)  # centred: the intercept is not penalised
     cross -= len(X) * np.outer(mean, target_mean)
