@@ -64,9 +64,12 @@ def test_console_script_prints_no_traceback(in_tmp_project):
     assert result.stderr.strip() == "featpipe: error: params file not found: nope.yaml (run from the project root or pass --params)"
 
 
-# TensorFlow's start-up lines: absl's "I0000 00:00:..." log lines and its note on them (oneDNN, CPU
-# features, CUDA probing); none of featpipe's own lines starts like this.
-TENSORFLOW_LINE = re.compile(r"^([IWEF]\d{4} \d\d:\d\d:\d[\d.]*|WARNING: All log messages before absl::InitializeLog)", re.M)
+# TensorFlow's start-up lines (oneDNN, CPU features, CUDA probing): its C++ log lines in absl's format
+# (TensorFlow 2.21: "I0000 00:00:..."), or the older one (2.20: "2026-12-07 18:51:30.681887: I tensorflow/..."),
+# and absl's note on them; none of featpipe's own lines starts like this.
+TENSORFLOW_LINE = re.compile(
+    r"^([IWEF]\d{4} \d\d:\d\d:\d[\d.]*|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] "
+    r"|WARNING: All log messages before absl::InitializeLog)", re.M)
 
 
 def test_tensorflow_start_up_lines_only_under_verbose(tiny_image_store, tmp_path):
