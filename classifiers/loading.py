@@ -149,6 +149,7 @@ def load_model(folder, *, batch_size=None, device=None, precision=None, backbone
     model_path = folder / card["model_file"]
     if not model_path.is_file():
         raise FeatpipeError(f"model folder {folder} is incomplete: {card['model_file']} is missing; {retrain_hint(card)}")
+    _check_model_file(model_path, card)
     if precision is not None and record.input != "features":
         raise FeatpipeError(
             f"--precision applies to a feature model's backbone (rebuilt at that precision); {record.model} is a model "
@@ -169,6 +170,17 @@ def load_model(folder, *, batch_size=None, device=None, precision=None, backbone
     network = _keras_network(model_path, card, tuple(card["images"]["shape"]), device)
     metadata.update(backbone=record.backbone, weights=record.weights, random_weights=record.random_weights)
     return keras_image_model(network, card["output_labels"], batch_size=size, metadata=metadata, device=device, **described)
+
+
+def _check_model_file(path, card):
+    """Refuse a model file whose bytes are not those trained (model.json's ``model_sha256``), before it is loaded."""
+    from plumbing.hashing import file_sha256
+
+    if file_sha256(path) != card["model_sha256"]:
+        raise FeatpipeError(
+            f"{path} is not the file that was trained: its SHA-256 differs from the one model.json records "
+            f"(changed or damaged after training); {retrain_hint(card)}"
+        )
 
 
 def _load_file(path, card, device=None):

@@ -23,6 +23,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import typing
 from pathlib import Path
 
@@ -32,7 +33,8 @@ from plumbing.errors import FeatpipeError
 INPUTS = ("pixels", "features", "images")
 # The version of model.json's layout that this code writes and reads; raised when a change
 # means older code could no longer apply a new model (or this code an old one).
-MODEL_FORMAT = 1
+# 2: the card records the model file's SHA-256 (``model_sha256``), checked before the file is loaded.
+MODEL_FORMAT = 2
 CHANNEL_MODES = {1: "L", 3: "RGB"}  # Pillow's names: 8-bit grayscale, 8-bit colour
 
 
@@ -194,8 +196,8 @@ def write_model_outputs(
             raise FeatpipeError(f"cannot create output folder {folder}: {error.strerror}") from None
     if model is not None:
         labels = output_labels if output_labels is not None else model.classes_
-        card = model_card(record, files.model.name, class_names, labels, image_shape, extractor)
         save(model, files.model)
+        card = model_card(record, files.model, class_names, labels, image_shape, extractor)
         write_json(files.card, card)
     title = f"{record.model}: accuracy {record.accuracy:.3f}"
     save_confusion(files.confusion_csv, files.confusion_png, y_true, y_pred, class_names, title)
@@ -209,7 +211,7 @@ def model_card(record, model_file, class_names, output_labels, image_shape, extr
     Parameters
     ----------
     record : ModelRecord
-    model_file : str, the model file's name in its folder
+    model_file : Path, the model file as saved (its name and SHA-256 go in the card)
     class_names : list of str
     output_labels : sequence of int, the class index behind each output column
     image_shape : tuple of (height, width, channels), the image store's image shape
@@ -218,10 +220,11 @@ def model_card(record, model_file, class_names, output_labels, image_shape, extr
     Returns
     -------
     dict with ``model_format`` (:data:`MODEL_FORMAT`), ``featpipe_version``,
-    ``model_file``, ``class_names``, ``output_labels``, ``images``
+    ``model_file``, ``model_sha256``, ``class_names``, ``output_labels``, ``images``
     (``shape`` and ``channel_mode``: ``L`` or ``RGB``), ``extractor`` (features only)
     and the record's fields.
     """
+    from plumbing.hashing import file_sha256
     from plumbing.versions import featpipe_version
 
     if image_shape is None or len(image_shape) != 3 or int(image_shape[-1]) not in CHANNEL_MODES:
@@ -231,7 +234,8 @@ def model_card(record, model_file, class_names, output_labels, image_shape, extr
     card = {
         "model_format": MODEL_FORMAT,
         "featpipe_version": featpipe_version(),
-        "model_file": str(model_file),
+        "model_file": Path(model_file).name,
+        "model_sha256": file_sha256(model_file),
         "class_names": list(class_names),
         "output_labels": [int(label) for label in output_labels],
         "images": {"shape": [int(size) for size in image_shape], "channel_mode": CHANNEL_MODES[int(image_shape[-1])]},
@@ -321,6 +325,11 @@ def _check_format(card, path):
         )
     if isinstance(made_by, bool) or not isinstance(made_by, int) or made_by < 1:
         raise FeatpipeError(f"{path}: 'model_format' must be an integer >= 1, got {made_by!r}; {retrain_hint(card)}")
+    if made_by < MODEL_FORMAT:
+        raise FeatpipeError(
+            f"{path} was written in model format {made_by}, before featpipe recorded the model file's SHA-256 "
+            f"(format {MODEL_FORMAT}): nothing can tell whether the file is the one trained; {retrain_hint(card)}"
+        )
     if made_by > MODEL_FORMAT:
         raise FeatpipeError(
             f"{path} was written by featpipe {card.get('featpipe_version', '(unknown)')} in model format {made_by}; "
@@ -341,6 +350,9 @@ def _card_problem(card):
     shape = images.get("shape") if isinstance(images, dict) else None
     if not isinstance(card.get("model_file"), str) or "/" in card["model_file"] or not card["model_file"]:
         return f"'model_file' must be a file name, got {card.get('model_file')!r}"
+    digest = card.get("model_sha256")
+    if not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+        return f"'model_sha256' must be 64 hex digits (the model file's SHA-256), got {digest!r}"
     names = card.get("class_names")
     if not isinstance(names, list) or len(names) < 2 or not all(isinstance(name, str) for name in names):
         return f"'class_names' must be a list of two or more names, got {names!r}"

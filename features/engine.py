@@ -35,8 +35,9 @@ from plumbing.errors import FeatpipeError, first_line
 from features.feature_store import FeatureWriter
 from features.image_store import SPLITS, ImageStore
 from features.streaming import PREFETCH_BATCHES, RowSink, iter_image_batches
+from features.weights import build_with_weights, resolve_weights, strict_weight_loading
+from plumbing.hashing import file_sha256
 from plumbing.versions import library_versions
-from features.weights import build_with_weights, file_sha256, resolve_weights, strict_weight_loading
 
 log = logging.getLogger(__name__)
 

@@ -25,14 +25,13 @@ from pathlib import Path
 
 from plumbing.backend import keras_home, seeded_initialisation
 from plumbing.errors import FeatpipeError, first_line
+from plumbing.hashing import file_sha256
 
 # Said wherever random weights show (extract, finetune, the explanations' files and grids): one text.
 RANDOM_WEIGHTS_WARNING = (
     "WARNING: random weights (--weights none): the backbone was never trained; "
     "its features (and maps of them) are not ImageNet features"
 )
-
-_HASH_BLOCK = 1 << 22
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,15 +77,6 @@ def resolve_weights(weights):
 def keras_cache_dir():
     """Where Keras keeps downloaded application weights: ``<keras home>/models``."""
     return keras_home() / "models"
-
-
-def file_sha256(path):
-    """SHA-256 of a file's bytes, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(_HASH_BLOCK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def values_sha256(model):

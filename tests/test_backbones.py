@@ -108,7 +108,8 @@ def test_imagenet_offline_names_the_file_keras_wanted_and_where_it_goes(tmp_path
 @pytest.mark.network
 def test_imagenet_weights_download_and_hash(keras, tmp_path):
     from features.engine import FeatureExtractor
-    from features.weights import file_sha256, keras_cache_dir
+    from features.weights import keras_cache_dir
+    from plumbing.hashing import file_sha256
 
     extractor = FeatureExtractor("mobilenet_v2", weights="imagenet", batch_size=2).fit()
     cached = keras_cache_dir() / get_backbone("mobilenet_v2").imagenet_file

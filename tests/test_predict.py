@@ -10,7 +10,9 @@ and PNG files of the same images must predict alike.
 """
 
 import csv
+import hashlib
 import json
+import pickle
 import shutil
 import subprocess
 import sys
@@ -259,9 +261,18 @@ def edit_card(**fields):
     return change
 
 
-def garbage_keras_model(folder):
-    (folder / "model.keras").write_bytes(b"PK\x03\x04 not a zip")
-    edit_card(model_file="model.keras")(folder)
+def vouched_model_file(name, data):
+    """Write ``data`` as model file ``name`` and record its SHA-256 in the card: a damaged file the card vouches for."""
+    def change(folder):
+        (folder / name).write_bytes(data)
+        edit_card(model_file=name, model_sha256=hashlib.sha256(data).hexdigest())(folder)
+
+    return change
+
+
+def append_a_byte(folder):
+    with open(folder / "model.joblib", "ab") as file:
+        file.write(b"\0")
 
 
 @pytest.mark.parametrize(
@@ -273,26 +284,52 @@ def garbage_keras_model(folder):
         ("pixel_rf", lambda folder: (folder / "model.json").unlink(), "model folder {folder} is missing or incomplete: it has no model.json"),
         ("pixel_rf", lambda folder: (folder / "model.joblib").unlink(),
          "model folder {folder} is incomplete: model.joblib is missing; retrain it with `featpipe baseline`"),
-        ("pixel_rf", lambda folder: (folder / "model.joblib").write_bytes(b"\x80\x04garbage"),
-         "cannot load {folder}/model.joblib: "),
-        ("tiny-feat-rf", garbage_keras_model, "cannot load {folder}/model.keras: "),
+        ("pixel_rf", append_a_byte,
+         "{folder}/model.joblib is not the file that was trained: its SHA-256 differs from the one model.json records "
+         "(changed or damaged after training); retrain it with `featpipe baseline`"),
+        ("pixel_rf", vouched_model_file("model.joblib", b"\x80\x04garbage"), "cannot load {folder}/model.joblib: "),
+        ("tiny-feat-rf", vouched_model_file("model.keras", b"PK\x03\x04 not a zip"), "cannot load {folder}/model.keras: "),
         ("tiny-feat-rf", edit_card(model_format=99, featpipe_version="9.0"),
-         "{folder}/model.json was written by featpipe 9.0 in model format 99; this featpipe (0.1.0) reads model format 1 at most: upgrade featpipe"),
+         "{folder}/model.json was written by featpipe 9.0 in model format 99; this featpipe (0.1.0) reads model format 2 at most: upgrade featpipe"),
         ("tiny-feat-rf", edit_card(model_format=None),
-         "{folder}/model.json was written before featpipe's model format 1 (it lacks what applying the model needs: the image shape, "
+         "{folder}/model.json was written before featpipe's model format 2 (it lacks what applying the model needs: the image shape, "
          "the backbone's settings); retrain it with `featpipe train`"),
+        ("tiny-feat-rf", edit_card(model_format=1, model_sha256=None),
+         "{folder}/model.json was written in model format 1, before featpipe recorded the model file's SHA-256 (format 2): "
+         "nothing can tell whether the file is the one trained; retrain it with `featpipe train`"),
+        ("pixel_rf", edit_card(model_sha256="not a digest"),
+         "{folder}/model.json: 'model_sha256' must be 64 hex digits (the model file's SHA-256), got 'not a digest'"),
         ("pixel_rf", edit_card(images={"shape": [16, 16, 3], "channel_mode": "L"}),
          "{folder}/model.json: 'images.channel_mode' must be 'RGB' for 3 channel(s), got 'L'; retrain it with `featpipe baseline`"),
         ("pixel_rf", edit_card(output_labels=[0, 2, 1]), "{folder}/model.joblib holds classes [0, 1, 2], model.json says classes [0, 2, 1]"),
     ],
-    ids=["missing", "bad-json", "no-card", "no-model-file", "damaged-joblib", "damaged-keras", "newer", "before-format",
-         "channel-mode", "other-classes"],
+    ids=["missing", "bad-json", "no-card", "no-model-file", "a-byte-appended", "damaged-joblib", "damaged-keras", "newer",
+         "before-format", "format-1", "bad-digest", "channel-mode", "other-classes"],
 )
 def test_a_bad_model_folder_is_one_line_and_nothing_is_written(small, tmp_path, capsys, name, change, expected):
     folder = broken_copy(small, tmp_path, name, change)
     err = refused(capsys, "predict", "--model", folder, small.store, "--out", tmp_path / "out.csv")
     assert expected.format(folder=folder) in err
     assert not (tmp_path / "out.csv").exists()
+
+
+class _CreatesAFile:
+    """Unpickling this creates ``path``: what a crafted model file could do on load."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_a_model_file_replaced_after_training_is_refused_before_it_is_loaded(small, tmp_path, capsys):
+    folder = broken_copy(small, tmp_path, "pixel_rf", lambda folder: None)
+    created = tmp_path / "created-on-load"
+    (folder / "model.joblib").write_bytes(pickle.dumps(_CreatesAFile(created)))
+    err = refused(capsys, "predict", "--model", folder, small.store, "--out", tmp_path / "out.csv")
+    assert f"{folder}/model.joblib is not the file that was trained" in err
+    assert not created.exists() and not (tmp_path / "out.csv").exists()
 
 
 @pytest.mark.parametrize(

@@ -343,7 +343,8 @@ def load_keras_model(path):
     """
     import features.preprocessing  # noqa: F401  (registers ResizeAndRescale with Keras)
 
-    return load_keras().saving.load_model(path)
+    # safe_mode (Keras' default, stated): a Lambda layer's pickled code in the file is refused, not run.
+    return load_keras().saving.load_model(path, safe_mode=True)
 
 
 def check_labelled_images(images, labels, n_classes, what="training images"):
