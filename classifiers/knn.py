@@ -17,7 +17,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import Normalizer
 
 from classifiers.cores import run_pieces, shared
-from classifiers.registry import register, save_joblib
+from classifiers.model_files import save_skops
+from classifiers.registry import register
 from classifiers.search import candidates, folds_note, probe_folds
 from plumbing.errors import FeatpipeError
 
@@ -165,7 +166,7 @@ class CosineKNN(ClassifierMixin, BaseEstimator):
 
 def save_knn(model, path):
     """Save the plain scikit-learn pipeline inside ``model`` (it holds the normalised training rows)."""
-    save_joblib(model.pipeline_, path)
+    save_skops(model.pipeline_, path)
 
 
 @register("knn", save=save_knn)

@@ -4,17 +4,20 @@ One function for every kind of model, driven by the folder's card
 (``model.json``, checked by :func:`classifiers.records.read_card`) and its
 model file, with no case per classifier name:
 
-- ``input: pixels``: the model file (joblib, any scikit-learn classifier) on
+- ``input: pixels``: the model file (skops, any scikit-learn classifier) on
   pixel matrices;
 - ``input: features``: the backbone rebuilt from the card's ``extractor``
   settings, those the feature file recorded (registry name or ``.keras``
-  path, layer, weights, precision, seed), then the classifier: a joblib
+  path, layer, weights, precision, seed), then the classifier: a skops
   scikit-learn estimator or a ``.keras`` head;
 - ``input: images``: the ``.keras`` model on the stored images.
 
 Weights are never swapped behind the user's back: the rebuilt backbone's
 weights must have the SHA-256 the card recorded (random weights are drawn
-again from their seed and hashed too). Anything else ends in one line that
+again from their seed and hashed too), and so must the model file (checked
+before it is loaded). No model file is unpickled: scikit-learn estimators
+load from skops files, which build trusted types only
+(:mod:`classifiers.model_files`), Keras files with ``safe_mode``. Anything else ends in one line that
 says what is wrong (:class:`~plumbing.errors.FeatpipeError`).
 """
 
@@ -24,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from classifiers.image_model import SharedExtractor, feature_model, keras_image_model, pixel_model
+from classifiers.model_files import SUFFIX as SKOPS_SUFFIX
+from classifiers.model_files import load_skops
 from classifiers.records import ModelRecord, read_card, retrain_hint
 from plumbing.errors import FeatpipeError, first_line
 
@@ -184,12 +189,15 @@ def _check_model_file(path, card):
 
 
 def _load_file(path, card, device=None):
-    """What ``path`` holds: a joblib pickle or a Keras model, by its suffix."""
+    """What ``path`` holds: a scikit-learn estimator (skops) or a Keras model, by its suffix; never a pickle."""
+    if path.suffix == ".joblib":
+        raise FeatpipeError(
+            f"{path} is a pickle, which featpipe does not load (loading one can run any code in it); "
+            f"{retrain_hint(card)} (it then writes model.skops)"
+        )
     try:
-        if path.suffix == ".joblib":
-            import joblib
-
-            return joblib.load(path)
+        if path.suffix == SKOPS_SUFFIX:
+            return load_skops(path)
         if path.suffix == ".keras":
             from classifiers.cnn.training import load_keras_model
             from features.engine import device_scope
@@ -199,13 +207,13 @@ def _load_file(path, card, device=None):
                 return load_keras_model(path)
     except FeatpipeError:
         raise
-    except Exception as error:  # joblib and Keras raise many kinds for a damaged file
+    except Exception as error:  # skops and Keras raise many kinds for a damaged file
         raise FeatpipeError(f"cannot load {path}: {type(error).__name__}: {first_line(error)}; {retrain_hint(card)}") from None
-    raise FeatpipeError(f"{path}: expected a .joblib or .keras model file, got {path.suffix or 'no suffix'!r}; {retrain_hint(card)}")
+    raise FeatpipeError(f"{path}: expected a .skops or .keras model file, got {path.suffix or 'no suffix'!r}; {retrain_hint(card)}")
 
 
 def _fitted_estimator(path, card, n_features):
-    """The classifier in ``path`` (joblib estimator or Keras head), checked against the card: classes and input width."""
+    """The classifier in ``path`` (scikit-learn estimator or Keras head), checked against the card: classes and input width."""
     from plumbing.backend import load_keras
 
     estimator = _load_file(path, card)

@@ -14,7 +14,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from classifiers.cores import on_one_thread, run_pieces, shared
-from classifiers.registry import register, save_joblib
+from classifiers.model_files import save_skops
+from classifiers.registry import register
 from classifiers.search import candidates, folds_note, probe_folds
 
 
@@ -110,7 +111,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
 def save_probe(model, path):
     """Save the plain scikit-learn pipeline inside ``model`` (needs only scikit-learn to load)."""
-    save_joblib(model.pipeline_, path)
+    save_skops(model.pipeline_, path)
 
 
 @register("logreg", save=save_probe)

@@ -3,7 +3,7 @@
 Adding a classifier is one decorated function (timm's ``_registry.py``
 pattern)::
 
-    @register("knn", suffix=".joblib")
+    @register("knn", suffix=".skops")
     def knn(seed, n_neighbors=5):
         return KNeighborsClassifier(n_neighbors=n_neighbors)
 
@@ -15,16 +15,8 @@ returns an unfitted scikit-learn style estimator (``fit`` returns ``self``,
 import dataclasses
 from typing import Callable
 
-import joblib
-
-from plumbing.atomic import atomic_output
+from classifiers.model_files import SUFFIX, save_skops
 from plumbing.registry import Registry
-
-
-def save_joblib(model, path):
-    """Pickle ``model`` to ``path`` with joblib, atomically."""
-    with atomic_output(path) as aside:
-        joblib.dump(model, aside)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +25,7 @@ class Entry:
 
     name : str
     build : callable ``build(seed, **options) -> estimator``
-    suffix : str, the model file's suffix (``.joblib``, ``.keras``)
+    suffix : str, the model file's suffix (``.skops``, ``.keras``)
     save : callable ``save(fitted_estimator, path)``; writes atomically
     """
 
@@ -46,7 +38,7 @@ class Entry:
 CLASSIFIERS = Registry("classifier")
 
 
-def register(name, *, suffix=".joblib", save=save_joblib):
+def register(name, *, suffix=SUFFIX, save=save_skops):
     """Decorator: add ``build`` to the registry under ``name``."""
 
     def decorator(build):

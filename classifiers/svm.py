@@ -29,7 +29,8 @@ from sklearn.preprocessing import LabelBinarizer, StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
 from classifiers.cores import on_one_thread, run_pieces, shared
-from classifiers.registry import register, save_joblib
+from classifiers.model_files import save_skops
+from classifiers.registry import register
 from plumbing.errors import FeatpipeError
 
 # Training rows mapped and added to the normal equations in one piece: a fixed size, so that
@@ -263,7 +264,7 @@ class FeatureSVM(ClassifierMixin, BaseEstimator):
 
 def save_svm(model, path):
     """Save the plain scikit-learn pipeline inside ``model``."""
-    save_joblib(model.pipeline_, path)
+    save_skops(model.pipeline_, path)
 
 
 @register("svm", save=save_svm)

@@ -4,7 +4,7 @@ It is the number CNN features have to beat: the registry's ``rf`` with the
 setting published for Fashion-MNIST (``baseline`` in params.yaml). Writes the
 files of every model record (:mod:`classifiers.records`)::
 
-    data/models/pixel_rf/model.joblib, model.json
+    data/models/pixel_rf/model.skops, model.json
     reports/metrics/pixel_rf.json
     reports/plots/pixel_rf-confusion.csv   (DVC confusion plot)
     reports/plots/pixel_rf-confusion.png

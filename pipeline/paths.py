@@ -121,7 +121,7 @@ class ModelFiles(typing.NamedTuple):
     confusion_png: Path
 
 
-def model_files(name, suffix=".joblib"):
+def model_files(name, suffix=".skops"):
     """The :class:`ModelFiles` of model ``name``; ``suffix`` is its model file's."""
     csv_path, png_path = confusion_files(name)
     model = model_file(name, suffix)

@@ -3,7 +3,7 @@
 For each feature file (default: one per ``extract.backbones`` entry) and each
 classifier (default: ``train.classifiers``) it writes::
 
-    data/models/<features>-<classifier>/model.joblib   (model.keras for the dense head)
+    data/models/<features>-<classifier>/model.skops     (model.keras for the dense head)
     reports/metrics/<features>-<classifier>.json
     reports/plots/<features>-<classifier>-confusion.csv   (DVC confusion plot)
     reports/plots/<features>-<classifier>-confusion.png

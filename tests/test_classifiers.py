@@ -25,7 +25,7 @@ def data():
 
 def test_registry_lists_builds_and_refuses_unknown_names():
     assert classifiers.available() == ["dense", "knn", "logreg", "rf", "svm"]
-    assert classifiers.get("dense").suffix == ".keras" and classifiers.get("rf").suffix == ".joblib"
+    assert classifiers.get("dense").suffix == ".keras" and classifiers.get("rf").suffix == ".skops"
     with pytest.raises(FeatpipeError, match=r"^unknown classifier 'nosuch'; expected one of: dense, knn, logreg, rf, svm$"):
         classifiers.build("nosuch", seed=0)
     with pytest.raises(ValueError, match="already registered"):

@@ -271,7 +271,7 @@ def vouched_model_file(name, data):
 
 
 def append_a_byte(folder):
-    with open(folder / "model.joblib", "ab") as file:
+    with open(folder / "model.skops", "ab") as file:
         file.write(b"\0")
 
 
@@ -282,12 +282,12 @@ def append_a_byte(folder):
         ("pixel_rf", lambda folder: (folder / "model.json").write_text("{not json"),
          "{folder}/model.json is not valid JSON (damaged?); retrain it with the stage that made it"),
         ("pixel_rf", lambda folder: (folder / "model.json").unlink(), "model folder {folder} is missing or incomplete: it has no model.json"),
-        ("pixel_rf", lambda folder: (folder / "model.joblib").unlink(),
-         "model folder {folder} is incomplete: model.joblib is missing; retrain it with `featpipe baseline`"),
+        ("pixel_rf", lambda folder: (folder / "model.skops").unlink(),
+         "model folder {folder} is incomplete: model.skops is missing; retrain it with `featpipe baseline`"),
         ("pixel_rf", append_a_byte,
-         "{folder}/model.joblib is not the file that was trained: its SHA-256 differs from the one model.json records "
+         "{folder}/model.skops is not the file that was trained: its SHA-256 differs from the one model.json records "
          "(changed or damaged after training); retrain it with `featpipe baseline`"),
-        ("pixel_rf", vouched_model_file("model.joblib", b"\x80\x04garbage"), "cannot load {folder}/model.joblib: "),
+        ("pixel_rf", vouched_model_file("model.skops", b"\x80\x04garbage"), "cannot load {folder}/model.skops: "),
         ("tiny-feat-rf", vouched_model_file("model.keras", b"PK\x03\x04 not a zip"), "cannot load {folder}/model.keras: "),
         ("tiny-feat-rf", edit_card(model_format=99, featpipe_version="9.0"),
          "{folder}/model.json was written by featpipe 9.0 in model format 99; this featpipe (0.1.0) reads model format 2 at most: upgrade featpipe"),
@@ -301,9 +301,9 @@ def append_a_byte(folder):
          "{folder}/model.json: 'model_sha256' must be 64 hex digits (the model file's SHA-256), got 'not a digest'"),
         ("pixel_rf", edit_card(images={"shape": [16, 16, 3], "channel_mode": "L"}),
          "{folder}/model.json: 'images.channel_mode' must be 'RGB' for 3 channel(s), got 'L'; retrain it with `featpipe baseline`"),
-        ("pixel_rf", edit_card(output_labels=[0, 2, 1]), "{folder}/model.joblib holds classes [0, 1, 2], model.json says classes [0, 2, 1]"),
+        ("pixel_rf", edit_card(output_labels=[0, 2, 1]), "{folder}/model.skops holds classes [0, 1, 2], model.json says classes [0, 2, 1]"),
     ],
-    ids=["missing", "bad-json", "no-card", "no-model-file", "a-byte-appended", "damaged-joblib", "damaged-keras", "newer",
+    ids=["missing", "bad-json", "no-card", "no-model-file", "a-byte-appended", "damaged-skops", "damaged-keras", "newer",
          "before-format", "format-1", "bad-digest", "channel-mode", "other-classes"],
 )
 def test_a_bad_model_folder_is_one_line_and_nothing_is_written(small, tmp_path, capsys, name, change, expected):
@@ -323,12 +323,48 @@ class _CreatesAFile:
         return (open, (str(self.path), "w"))
 
 
-def test_a_model_file_replaced_after_training_is_refused_before_it_is_loaded(small, tmp_path, capsys):
-    folder = broken_copy(small, tmp_path, "pixel_rf", lambda folder: None)
+class _CreatesAFileWhenBuilt:
+    """Building this from its state creates ``path``: what a crafted skops file could ask for."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __setstate__(self, state):
+        open(state["path"], "w").close()
+
+
+def _a_file_that_would_run_code(created):
+    import skops.io
+
+    return {
+        "a pickle in place of the trained file": ("model.skops", pickle.dumps(_CreatesAFile(created)), False,
+                                                   "model.skops is not the file that was trained"),
+        "a pickle its card vouches for": ("model.joblib", pickle.dumps(_CreatesAFile(created)), True,
+                                          "model.joblib is a pickle, which featpipe does not load (loading one can run "
+                                          "any code in it); retrain it with `featpipe baseline` (it then writes model.skops)"),
+        "a skops file of an untrusted type, vouched for": (
+            "model.skops", skops.io.dumps(_CreatesAFileWhenBuilt(created)), True,
+            "model.skops holds types featpipe does not load: tests.test_predict._CreatesAFileWhenBuilt (a featpipe model "
+            "file holds scikit-learn and NumPy types only); nothing in it was run"),
+    }
+
+
+@pytest.mark.parametrize("case", ["a pickle in place of the trained file", "a pickle its card vouches for",
+                                  "a skops file of an untrusted type, vouched for"])
+def test_a_model_file_that_would_run_code_on_load_is_refused_and_runs_nothing(small, tmp_path, capsys, case):
     created = tmp_path / "created-on-load"
-    (folder / "model.joblib").write_bytes(pickle.dumps(_CreatesAFile(created)))
+    name, data, vouched, expected = _a_file_that_would_run_code(created)[case]
+
+    def plant(folder):
+        (folder / "model.skops").unlink()
+        if vouched:
+            vouched_model_file(name, data)(folder)
+        else:
+            (folder / name).write_bytes(data)
+
+    folder = broken_copy(small, tmp_path, "pixel_rf", plant)
     err = refused(capsys, "predict", "--model", folder, small.store, "--out", tmp_path / "out.csv")
-    assert f"{folder}/model.joblib is not the file that was trained" in err
+    assert f"{folder}/{expected}" in err
     assert not created.exists() and not (tmp_path / "out.csv").exists()
 
 

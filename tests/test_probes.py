@@ -1,6 +1,5 @@
 """The two probes of frozen features, ``logreg`` and ``knn``: manners, cross-validation on training rows only, reruns."""
 
-import joblib
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -12,6 +11,7 @@ from sklearn.preprocessing import Normalizer, StandardScaler
 
 import classifiers
 from classifiers.knn import CosineKNN, vote_weights
+from classifiers.model_files import load_skops
 from classifiers.training import train_and_score
 from plumbing.errors import FeatpipeError
 
@@ -108,8 +108,8 @@ def test_a_rerun_gives_the_same_numbers_and_the_saved_pipeline_predicts_alike(da
     assert first.fit_details_ == again.fit_details_
     other_folds = classifiers.build(name, 5, **options).fit(X, y)
     assert other_folds.fit_details_["cv_accuracy"] != first.fit_details_["cv_accuracy"], "the seed should cut the folds"
-    classifiers.get(name).save(first, tmp_path / "model.joblib")
-    saved = joblib.load(tmp_path / "model.joblib")
+    classifiers.get(name).save(first, tmp_path / "model.skops")
+    saved = load_skops(tmp_path / "model.skops")
     assert isinstance(saved, Pipeline), "the model file should need only scikit-learn"
     np.testing.assert_array_equal(saved.predict_proba(X_test), first.predict_proba(X_test))
 

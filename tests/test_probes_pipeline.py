@@ -7,10 +7,10 @@ feature files, as several layers of VGG16 give), so every stage runs in seconds.
 import json
 
 import h5py
-import joblib
 import numpy as np
 import pytest
 
+from classifiers.model_files import load_skops
 from tests.conftest import CLASS_NAMES, invoke_ok, tiny_backbone_project
 
 PARAMS = {
@@ -47,7 +47,7 @@ def test_train_records_what_cross_validation_chose_and_saves_a_plain_pipeline(pr
         assert record["training"]["selected"][key] in grid
         assert set(record["training"]["cv_accuracy"]) == {str(value) for value in grid}
         card = json.loads((project / f"data/models/tiny-feat-{name}/model.json").read_text())
-        model = joblib.load(project / f"data/models/tiny-feat-{name}" / card["model_file"])
+        model = load_skops(project / f"data/models/tiny-feat-{name}" / card["model_file"])
         with h5py.File(project / "data/features/tiny-feat.h5") as file:
             test = file["test"]["features"][:]
         predicted = [row.split(",")[1] for row in

@@ -38,7 +38,7 @@ METRIC_KEYS = {
 def test_train_writes_model_metrics_and_plots_for_every_classifier(project):
     result = invoke(["train"])
     assert "vgg16-fc2-dense: accuracy" in result.output
-    for name, model in (("rf", "model.joblib"), ("svm", "model.joblib"), ("dense", "model.keras")):
+    for name, model in (("rf", "model.skops"), ("svm", "model.skops"), ("dense", "model.keras")):
         record = json.loads((project.root / f"reports/metrics/vgg16-fc2-{name}.json").read_text())
         assert METRIC_KEYS <= set(record), METRIC_KEYS - set(record)
         assert record["accuracy"] >= (0.7 if name == "dense" else 0.9), (name, record["accuracy"])
@@ -58,14 +58,13 @@ def test_train_writes_model_metrics_and_plots_for_every_classifier(project):
 
 
 def test_saved_models_load_and_predict_like_the_metrics_say(project):
-    import joblib
-
+    from classifiers.model_files import load_skops
     from plumbing.backend import load_keras
 
     invoke(["train", "--classifier", "svm", "--classifier", "dense"])
     test = h5py.File(project.features)["test"]
     features, labels = test["features"][:], test["labels"][:]
-    svm = joblib.load(project.root / "data/models/vgg16-fc2-svm/model.joblib")
+    svm = load_skops(project.root / "data/models/vgg16-fc2-svm/model.skops")
     dense = load_keras().saving.load_model(project.root / "data/models/vgg16-fc2-dense/model.keras")
     for name, predicted in (("svm", svm.predict(features)), ("dense", dense.predict(features, verbose=0).argmax(1))):
         record = json.loads((project.root / f"reports/metrics/vgg16-fc2-{name}.json").read_text())
@@ -129,7 +128,7 @@ def test_refuses_nan_and_infinite_features_before_any_model(project, capsys):
 
 
 def test_rbf_svm_past_its_size_approximates_the_kernel_and_says_so(project):
-    import joblib
+    from classifiers.model_files import load_skops
 
     set_params(project, train={**FAST_PARAMS["train"], "svm": {"max_rbf_samples": 50, "nystroem_components": 30}})
     result = invoke(["train", "--classifier", "svm"])
@@ -139,7 +138,7 @@ def test_rbf_svm_past_its_size_approximates_the_kernel_and_says_so(project):
     assert {key: record["training"][key] for key in ("kernel", "approximation", "n_components", "max_rbf_samples")} == {
         "kernel": "rbf", "approximation": "nystroem", "n_components": 30, "max_rbf_samples": 50}
     assert record["accuracy"] >= 0.9
-    saved = joblib.load(project.root / "data/models/vgg16-fc2-svm/model.joblib")
+    saved = load_skops(project.root / "data/models/vgg16-fc2-svm/model.skops")
     assert [name for name, _ in saved.steps] == ["scale", "nystroem", "svc"]
     set_params(project, train={**FAST_PARAMS["train"], "svm": {"max_rbf_samples": 60}})
     assert "approximated" not in invoke(["train", "--classifier", "svm"]).output
