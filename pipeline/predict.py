@@ -175,6 +175,8 @@ def predict(model_folder, inputs, out, split, batch_size, device, precision, par
     from features.weights import RANDOM_WEIGHTS_WARNING
 
     params = stage_params(params_path, section="extract", batch_size=batch_size, device=device)
+    if workers is not None and workers < 1:
+        raise FeatpipeError(f"--workers: expected a number of local Dask worker processes, 1 or more, got {workers}")
     if precision is not None and precision not in PRECISIONS:
         raise FeatpipeError(f"--precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
     out = Path(out)

@@ -414,6 +414,13 @@ def test_images_of_another_shape_or_channel_mode_are_refused(small, tmp_path, ca
     assert "--precision applies to a feature model's backbone" in err
 
 
+@pytest.mark.parametrize("count", ["0", "-2"])
+def test_fewer_than_one_worker_is_refused(small, tmp_path, capsys, count):
+    err = refused(capsys, "predict", "--model", "data/models/pixel_rf", "--workers", count, "pngs", "--out", tmp_path / "out.csv")
+    assert err == f"featpipe: error: --workers: expected a number of local Dask worker processes, 1 or more, got {count}"
+    assert not (tmp_path / "out.csv").exists()
+
+
 # --- bad INPUT and --out -----------------------------------------------------------------------
 
 
