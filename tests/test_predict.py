@@ -40,10 +40,6 @@ PARAMS = {
     "scratch": {"filters": [4], "dense_units": 8, "epochs": 2, "augment": []},
     "finetune": {"backbones": ["mobilenet_v2"], "input_size": 32, "unfreeze": 0, "epochs": 1, "augment": [], "batch_size": 8},
 }
-# One worker runs this module (`--dist loadgroup` in the README's test command): `trained` takes half a
-# minute, and a module fixture is built once per worker that runs one of its tests.
-pytestmark = pytest.mark.xdist_group("test_predict")
-
 MODELS = ["pixel_rf", "mobilenet_v2-avg_pool-svm", "mobilenet_v2-avg_pool-dense", "scratch-cnn", "mobilenet_v2-finetune"]
 
 
