@@ -32,6 +32,7 @@ def record_names(params):
 def finetune(params_path, images, backbone):
     """Fine-tune a pretrained backbone on the stored images: the head first, then its last blocks."""
     from classifiers.cnn.finetune import finetunable_backbone, fit_finetune
+    from classifiers.cnn.live import epoch_logger, training_log
     from classifiers.cnn.training import evaluate
     from features.weights import RANDOM_WEIGHTS_WARNING
 
@@ -45,14 +46,16 @@ def finetune(params_path, images, backbone):
         click.echo(RANDOM_WEIGHTS_WARNING, err=True)
     train, test, class_names, data = load_images(images)
     click.echo(f"finetune: {backbone} ({weights} weights) on {len(train[1])} images", err=True)
-    try:
-        finetuned, history = fit_finetune(
-            *train, len(class_names), backbone, weights=weights, seed=params["seed"], verbose=keras_verbosity(),
-            **finetune_settings(settings),
-        )
-    except FeatpipeError as error:
-        raise FeatpipeError(f"finetune {backbone}: {error}") from None
-    predicted, metrics = evaluate(finetuned.model, history, train, test, class_names)
+    with training_log(paths.training_log(paths.finetuned_model(backbone))) as live:
+        try:
+            finetuned, history = fit_finetune(
+                *train, len(class_names), backbone, weights=weights, seed=params["seed"], verbose=keras_verbosity(),
+                callbacks=[epoch_logger(live)], **finetune_settings(settings),
+            )
+        except FeatpipeError as error:
+            raise FeatpipeError(f"finetune {backbone}: {error}") from None
+        predicted, metrics = evaluate(finetuned.model, history, train, test, class_names)
+        live.log_metric("test_accuracy", metrics["accuracy"], plot=False)
     click.echo(write_image_model(
         paths.finetuned_model(backbone), "finetune", finetuned.model, metrics, predicted, test[1], class_names, settings,
         params["seed"], data, train[0].shape[1:], backbone=backbone, weights=finetuned.weights, random_weights=finetuned.random_weights,

@@ -28,11 +28,17 @@ CURVES_PNG = CURVES_DIR / "curves.png"
 
 TRAINING_PLOTS_DIR = PLOTS_DIR / "training"
 EXPLANATIONS_DIR = REPORTS_DIR / "explanations"
+DVCLIVE_DIR = REPORTS_DIR / "dvclive"
 
 
 def explanation_files(name):
     """``reports/explanations/<name>.h5`` (the maps, for analysts) and ``.png`` (for eyes)."""
     return EXPLANATIONS_DIR / f"{name}.h5", EXPLANATIONS_DIR / f"{name}.png"
+
+
+def training_log(name):
+    """``reports/dvclive/<name>/``: DVCLive's files of a CNN's training (:mod:`classifiers.cnn.live`)."""
+    return DVCLIVE_DIR / name
 
 
 def training_png(name):

@@ -185,6 +185,16 @@ def test_dvc_repro_runs_the_whole_pipeline_then_nothing(tmp_path):
     specs = _assert_plots_show_draws(project, tmp_path / "plots", ["reports/curves/curves.csv"] + [f"{c}.csv" for c in confusions],
                                      [f"{c}.png" for c in confusions])
     assert specs["reports_curves_curves_csv"]["title"] == "How many labels?"  # the learning curve's custom template
+    # The CNNs' training through DVCLive: each epoch in `dvc plots show`, the last one and the test accuracy
+    # in `dvc metrics show` and `dvc exp show`.
+    scratch = json.loads((project / "reports" / "metrics" / "scratch-cnn.json").read_text())
+    epochs = specs["reports_dvclive_scratch-cnn_plots_metrics_loss_tsv"]["data"]["values"]
+    assert len(epochs) == scratch["training"]["epochs_run"]
+    live = json.loads(_run_dvc(project, "metrics", "show", "--json").stdout)[""]["data"]
+    assert live["reports/dvclive/scratch-cnn/metrics.json"]["data"]["test_accuracy"] == scratch["accuracy"]
+    assert "test_accuracy" in live["reports/dvclive/mobilenet_v2-finetune/metrics.json"]["data"]
+    columns = _run_dvc(project, "exp", "show", "--csv").stdout.splitlines()[0].split(",")
+    assert any(column.endswith("test_accuracy") for column in columns), columns
 
     assert _stages_run(_dvc(project, "repro")) == []
 

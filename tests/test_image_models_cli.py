@@ -53,11 +53,29 @@ def test_scratch_writes_what_train_writes_and_the_saved_model_alone_gives_its_ac
     card = json.loads((folder / "model.json").read_text())
     assert card["model_file"] == "model.keras" and card["output_labels"] == [0, 1, 2]
     assert (project / "reports/plots/scratch-cnn-confusion.png").exists()
+    assert_dvclive_logged(project / "reports/dvclive/scratch-cnn", record)
     # Plain Keras in a fresh process, nothing of featpipe's: the model takes the stored uint8 images.
     with ImageStore(project / "data/prepared/images.h5") as store:
         images, labels = store.images("test"), store.labels("test")
     loaded = probabilities_in_a_fresh_process(folder / "model.keras", images, project)
     assert float(np.mean(loaded.argmax(axis=1) == labels)) == pytest.approx(record["accuracy"], abs=1e-6)
+
+
+def assert_dvclive_logged(folder, record):
+    """DVCLive's files in ``folder``: a row per epoch of the record's curve (every phase), and the test accuracy."""
+    import csv
+
+    curve = record["training"]["curve"]
+    logged = {path.stem for path in (folder / "plots" / "metrics").glob("*.tsv")}
+    watched = {"loss", "accuracy", "val_loss", "val_accuracy"} & set(curve)  # validation only when held out
+    assert {"loss", "accuracy"} <= watched <= logged, (watched, logged)
+    for metric in watched:
+        with open(folder / "plots" / "metrics" / f"{metric}.tsv", newline="") as file:
+            rows = list(csv.DictReader(file, delimiter="\t"))
+        assert [int(row["step"]) for row in rows] == list(range(len(curve[metric]))), metric
+        np.testing.assert_allclose([float(row[metric]) for row in rows], curve[metric], rtol=1e-6, err_msg=metric)
+    summary = json.loads((folder / "metrics.json").read_text())
+    assert summary["test_accuracy"] == record["accuracy"] and summary["step"] == len(curve["loss"]) - 1
 
 
 def test_quiet_means_no_line_per_epoch(project):
@@ -75,6 +93,7 @@ def test_finetune_runs_end_to_end_on_a_small_input(project):
     assert record["training"]["phases"][1]["blocks"] == ["block5_"]
     assert (project / "data/models/vgg16-finetune/model.keras").exists()
     assert "WARNING: random weights" in result.output
+    assert_dvclive_logged(project / "reports/dvclive/vgg16-finetune", record)
 
 
 @pytest.mark.parametrize(

@@ -252,7 +252,7 @@ def fit_finetune(
     images, labels, n_classes, backbone="vgg16", *, weights="imagenet", input_size=None, unfreeze=1,
     dropout=0.3, augment=(), learning_rate=1e-3, finetune_learning_rate=1e-5, lr_schedule="plateau",
     epochs=20, batch_size=32, validation_fraction=0.1, min_validation_per_class=MIN_VALIDATION_PER_CLASS,
-    patience=3, precision="float32", seed=0, verbose=0,
+    patience=3, precision="float32", seed=0, verbose=0, callbacks=(),
 ):  # fmt: skip
     """Fine-tune ``backbone`` on ``images``: the head first, then the last ``unfreeze`` blocks too.
 
@@ -275,6 +275,7 @@ def fit_finetune(
         training loss (:func:`classifiers.cnn.training.split_for_validation`)
     seed : int
     verbose : {0, 1, 2}, Keras' ``fit`` verbosity
+    callbacks : sequence of keras.callbacks.Callback, called at each epoch of both phases (e.g. the stage's DVCLive logger)
 
     Returns
     -------
@@ -293,26 +294,26 @@ def fit_finetune(
         augment=augment, precision=precision, seed=seed,
     )  # fmt: skip
     data = (images_fit, labels_fit, validation)
-    history = fit_head(finetuned, *data, head, verbose=verbose)
+    history = fit_head(finetuned, *data, head, verbose=verbose, callbacks=callbacks)
     if unfreeze:
-        history = history.then(fit_unfrozen_blocks(finetuned, unfreeze, *data, blocks, verbose=verbose))
+        history = history.then(fit_unfrozen_blocks(finetuned, unfreeze, *data, blocks, verbose=verbose, callbacks=callbacks))
     return finetuned, history
 
 
-def fit_head(finetuned, images, labels, validation, settings, *, verbose=0):
+def fit_head(finetuned, images, labels, validation, settings, *, verbose=0, callbacks=()):
     """Phase one: train the head, the backbone frozen. Returns the phase's TrainingHistory."""
     finetuned.backbone_model.trainable = False
     details = {"trained": "head"}
     return fit_with_early_stopping(
-        finetuned.model, images, labels, validation, settings, phase=1, verbose=verbose, details=details
+        finetuned.model, images, labels, validation, settings, phase=1, verbose=verbose, details=details, callbacks=callbacks
     )
 
 
-def fit_unfrozen_blocks(finetuned, unfreeze, images, labels, validation, settings, *, verbose=0):
+def fit_unfrozen_blocks(finetuned, unfreeze, images, labels, validation, settings, *, verbose=0, callbacks=()):
     """Phase two: train the head and the last ``unfreeze`` blocks. Returns the phase's TrainingHistory."""
     trained = unfreeze_blocks(finetuned, unfreeze)
     blocks = finetuned.backbone.blocks[len(finetuned.backbone.blocks) - unfreeze :]
     details = {"trained": "head and blocks", "blocks": list(blocks), "layers": trained}
     return fit_with_early_stopping(
-        finetuned.model, images, labels, validation, settings, phase=2, verbose=verbose, details=details
+        finetuned.model, images, labels, validation, settings, phase=2, verbose=verbose, details=details, callbacks=callbacks
     )

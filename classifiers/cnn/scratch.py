@@ -185,6 +185,7 @@ def fit_scratch_cnn(
     patience=5,
     seed=0,
     verbose=0,
+    callbacks=(),
     **architecture,
 ):
     """Build the scratch CNN and fit it on ``images``; seeded, so one seed gives one model.
@@ -208,6 +209,7 @@ def fit_scratch_cnn(
         else watch the training loss (:func:`classifiers.cnn.training.split_for_validation`).
     seed : int
     verbose : {0, 1, 2}, Keras' ``fit`` verbosity (2: one line per epoch)
+    callbacks : sequence of keras.callbacks.Callback, called at each epoch too (e.g. the stage's DVCLive logger)
 
     Returns
     -------
@@ -223,5 +225,5 @@ def fit_scratch_cnn(
     model = build_scratch_cnn(
         images.shape[1:], n_classes, **architecture, train_images=images_fit, batch_norm_momentum=momentum, seed=seed
     )
-    history = fit_with_early_stopping(model, images_fit, labels_fit, validation, settings, verbose=verbose)
+    history = fit_with_early_stopping(model, images_fit, labels_fit, validation, settings, verbose=verbose, callbacks=callbacks)
     return model, history

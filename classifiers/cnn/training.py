@@ -196,7 +196,7 @@ def split_for_validation(images, labels, fraction, seed, min_per_class=MIN_VALID
     return early_stopping_split(images, labels, fraction, min_per_class, seed)
 
 
-def fit_with_early_stopping(model, images, labels, validation, settings, *, phase=1, verbose=0, details=None):
+def fit_with_early_stopping(model, images, labels, validation, settings, *, phase=1, verbose=0, details=None, callbacks=()):
     """Compile ``model`` with Adam and fit it, stopping early and keeping the best epoch's weights.
 
     Parameters
@@ -212,6 +212,7 @@ def fit_with_early_stopping(model, images, labels, validation, settings, *, phas
     phase : int, recorded in the history
     verbose : {0, 1, 2}, Keras' ``fit`` verbosity (2: one line per epoch)
     details : dict or None, recorded in the history's phase entry
+    callbacks : sequence of keras.callbacks.Callback, called after featpipe's own (e.g. :func:`classifiers.cnn.live.epoch_logger`)
 
     Returns
     -------
@@ -226,19 +227,15 @@ def fit_with_early_stopping(model, images, labels, validation, settings, *, phas
         metrics=["accuracy"],
     )
     clock, timing = epoch_clock(keras, model)
-    callbacks = [timing]
+    own = [timing]
     if settings.patience is not None:
-        callbacks.insert(
-            0, keras.callbacks.EarlyStopping(monitor=monitor, patience=settings.patience, restore_best_weights=True)
-        )
+        own.insert(0, keras.callbacks.EarlyStopping(monitor=monitor, patience=settings.patience, restore_best_weights=True))
     if settings.lr_schedule == "plateau":
-        callbacks.append(
-            keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE)
-        )
+        own.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE))
     started = time.perf_counter()
     fitted = model.fit(
         images, labels, epochs=settings.epochs, batch_size=settings.batch_size, validation_data=validation,
-        callbacks=callbacks, shuffle=True, verbose=verbose,
+        callbacks=[*own, *callbacks], shuffle=True, verbose=verbose,
     )  # fmt: skip
     seconds = time.perf_counter() - started
     return history_of(fitted.history, clock, monitor, phase, seconds, settings, details)
