@@ -17,8 +17,9 @@ weights must have the SHA-256 the card recorded (random weights are drawn
 again from their seed and hashed too), and so must the model file (checked
 before it is loaded). No model file is unpickled: scikit-learn estimators
 load from skops files, which build trusted types only
-(:mod:`classifiers.model_files`), Keras files with ``safe_mode``. Anything else ends in one line that
-says what is wrong (:class:`~plumbing.errors.FeatpipeError`).
+(:mod:`classifiers.model_files`), Keras files with ``safe_mode``. Anything
+else ends in one line that says what is wrong
+(:class:`~plumbing.errors.FeatpipeError`).
 """
 
 import json
