@@ -1,6 +1,6 @@
 """Feature files: self-contained HDF5 that analysts open directly.
 
-Layout (the public contract in DESIGN.md)::
+Layout (the public contract in data/README.md, "features/<name>-<layer>.h5")::
 
     /train/features  float32 [N, D]   chunked by rows, gzip-compressed
     /train/labels    int64 [N]        copied from the image store

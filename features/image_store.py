@@ -1,6 +1,6 @@
 """The canonical image store, ``images.h5``: every source ends up in this one layout.
 
-Layout (the contract in DESIGN.md)::
+Layout (the contract in data/README.md, "prepared/images.h5")::
 
     /train/images  uint8 [N, H, W, C]   C is 1 or 3; chunked by rows
     /train/labels  int64 [N]
