@@ -17,7 +17,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import Normalizer
 
 from classifiers.cores import run_pieces, shared
-from classifiers.model_files import save_skops
+from classifiers.model_files import save_pipeline
 from classifiers.registry import register
 from classifiers.search import candidates, folds_note, probe_folds
 from plumbing.errors import FeatpipeError
@@ -164,12 +164,7 @@ class CosineKNN(ClassifierMixin, BaseEstimator):
         return self.pipeline_.predict(X)
 
 
-def save_knn(model, path):
-    """Save the plain scikit-learn pipeline inside ``model`` (it holds the normalised training rows)."""
-    save_skops(model.pipeline_, path)
-
-
-@register("knn", save=save_knn)
+@register("knn", save=save_pipeline)
 def nearest_neighbours(seed, **options):
     """Cosine kNN on L2-normalised features, distance-weighted, k chosen by cross-validation (defaults: :class:`CosineKNN`)."""
     return CosineKNN(seed=seed, **options)

@@ -14,7 +14,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from classifiers.cores import on_one_thread, run_pieces, shared
-from classifiers.model_files import save_skops
+from classifiers.model_files import save_pipeline
 from classifiers.registry import register
 from classifiers.search import candidates, folds_note, probe_folds
 
@@ -109,12 +109,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         return self.pipeline_.predict(X)
 
 
-def save_probe(model, path):
-    """Save the plain scikit-learn pipeline inside ``model`` (needs only scikit-learn to load)."""
-    save_skops(model.pipeline_, path)
-
-
-@register("logreg", save=save_probe)
+@register("logreg", save=save_pipeline)
 def linear_probe(seed, **options):
     """Standardise + L2 logistic regression, C chosen by cross-validation on the training rows (defaults: :class:`LinearProbe`)."""
     return LinearProbe(seed=seed, **options)

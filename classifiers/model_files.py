@@ -32,6 +32,14 @@ def save_skops(model, path):
         skops.io.dump(model, file)
 
 
+def save_pipeline(model, path):
+    """Save the plain scikit-learn pipeline in ``model.pipeline_`` (the probes, the SVM), not featpipe's wrapper.
+
+    Loading it needs scikit-learn only.
+    """
+    save_skops(model.pipeline_, path)
+
+
 def load_skops(path):
     """The estimator in skops file ``path``; a file naming a type outside the trusted ones is refused, unbuilt.
 

@@ -29,7 +29,7 @@ from sklearn.preprocessing import LabelBinarizer, StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
 from classifiers.cores import on_one_thread, run_pieces, shared
-from classifiers.model_files import save_skops
+from classifiers.model_files import save_pipeline
 from classifiers.registry import register
 from plumbing.errors import FeatpipeError
 
@@ -262,12 +262,7 @@ class FeatureSVM(ClassifierMixin, BaseEstimator):
         return self.pipeline_.predict(X)
 
 
-def save_svm(model, path):
-    """Save the plain scikit-learn pipeline inside ``model``."""
-    save_skops(model.pipeline_, path)
-
-
-@register("svm", save=save_svm)
+@register("svm", save=save_pipeline)
 def support_vector_machine(seed, **options):
     """Standardise [+ PCA] + SVC (RBF, approximated past max_rbf_samples rows) or LinearSVC (defaults: :class:`FeatureSVM`)."""
     return FeatureSVM(seed=seed, **options)
