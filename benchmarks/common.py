@@ -39,7 +39,7 @@ def relu_like_rows(rows, dim, seed=0):
 
 def join_writer(out, dim, rows):
     """``(attrs, FeatureWriter)`` of a feature file of ``rows`` train rows of ``dim`` floats: what a join fills."""
-    from features.feature_store import FeatureWriter
+    from storage.feature_store import FeatureWriter
 
     attrs = {"backbone": "bench", "layer": "x", "feature_dim": dim, "class_names": ["a"], "splits": ["train", "test"]}
     splits = {"train": (np.zeros(rows, np.int64), [f"r{i}" for i in range(rows)]), "test": (np.zeros(0, np.int64), [])}

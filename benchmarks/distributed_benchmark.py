@@ -82,7 +82,7 @@ def main(argv=None):
 
 
 def make_store(path, args):
-    from features.image_store import ImageSplit, write_image_store
+    from storage.image_store import ImageSplit, write_image_store
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(args.images, args.image_size, args.image_size, 3), dtype=np.uint8)
@@ -115,7 +115,7 @@ def measure_plain(args, store, workdir):
 def plain_child(args):
     """Fit and warm up (as each Dask worker does), then time ``extract_features`` twice; the second run counts."""
     from features.engine import extract_features
-    from features.image_store import ImageStore
+    from storage.image_store import ImageStore
 
     started = time.perf_counter()
     fitted = extractor(args).fit()
@@ -140,7 +140,7 @@ def plain_child(args):
 
 def measure_distributed(args, store, out, workers, threads):
     """Extract on a fresh local cluster (cold: starts, loads the backbone), then again (warm); the second counts."""
-    from features.cluster import dask_client
+    from plumbing.cluster import dask_client
     from features.distributed import extract_distributed
 
     started = time.perf_counter()
@@ -172,7 +172,7 @@ def cluster_cpu_seconds(client):
 
 
 def same_features(path, other):
-    from features.feature_store import load_features
+    from storage.feature_store import load_features
 
     return bool(np.allclose(load_features(path, "train").features, load_features(other, "train").features, rtol=1e-5, atol=1e-5))
 
@@ -191,7 +191,7 @@ def measure_limits(store, workdir):
 def time_join(out, dim, rows=4096, shard_size=1024):
     """Milliseconds per 1000 rows for the client to write parts (compressed by the workers) into the feature file."""
     from plumbing.atomic import write_bytes_atomically
-    from features.chunkio import CodecPool
+    from storage.chunkio import CodecPool
     from features.distributed import PartFolder, ShardJoin, part_bytes, parts_folder, plan_shards
 
     attrs, writer = join_writer(out, dim, rows)
@@ -216,7 +216,7 @@ def time_join(out, dim, rows=4096, shard_size=1024):
 def time_part_write(workdir, dim, rows=1024):
     """Milliseconds per 1000 rows for a worker to compress a shard into chunks and write its part."""
     from plumbing.atomic import write_bytes_atomically
-    from features.chunkio import CodecPool
+    from storage.chunkio import CodecPool
     from features.distributed import part_bytes
 
     _, writer = join_writer(workdir / f"layout-{dim}.h5", dim, rows)
@@ -230,9 +230,9 @@ def time_part_write(workdir, dim, rows=1024):
 
 
 def time_store_read(store, batch_size=32):
-    from features.chunkio import CodecPool
-    from features.image_store import ImageStore
-    from features.streaming import iter_image_batches
+    from storage.chunkio import CodecPool
+    from storage.image_store import ImageStore
+    from storage.streaming import iter_image_batches
 
     with ImageStore(store) as images, CodecPool() as pool:
         started = time.perf_counter()

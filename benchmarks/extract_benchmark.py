@@ -115,7 +115,7 @@ def main(argv=None):
 
 def make_store(path, size, args):
     """A store of ``size`` random uint8 images in ``train`` (and none in ``test``)."""
-    from features.image_store import ImageSplit, write_image_store
+    from storage.image_store import ImageSplit, write_image_store
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(size, args.image_size, args.image_size, args.channels), dtype=np.uint8)
@@ -242,7 +242,7 @@ def measure_ceiling(args):
     """
     from plumbing.backend import load_keras
     from features.engine import compiled_forward
-    from features.image_store import ImageStore
+    from storage.image_store import ImageStore
 
     extractor = fitted_extractor(args)
     with ImageStore(args.store) as store:
@@ -270,7 +270,7 @@ def measure_extract(args):
     """(2): featpipe's streaming extraction, store to feature file."""
     from features.engine import extract_features
 
-    from features.image_store import ImageStore
+    from storage.image_store import ImageStore
 
     extractor = fitted_extractor(args)
     with ImageStore(args.store) as store:
@@ -288,7 +288,7 @@ def measure_extract(args):
 def measure_course(args):
     """(3): load all, resize all into one array, preprocess_input, model.predict, np.save."""
     from plumbing.backend import load_keras
-    from features.image_store import ImageStore
+    from storage.image_store import ImageStore
 
     keras = load_keras()
     extractor = fitted_extractor(args)
@@ -316,11 +316,11 @@ def measure_course(args):
 def measure_stages(args):
     """Where extract's time goes: each stage alone, images per second (``--breakdown``)."""
     from plumbing.backend import load_keras
-    from features.chunkio import CodecPool
+    from storage.chunkio import CodecPool
     from features.engine import iter_feature_batches
-    from features.feature_store import FeatureWriter
-    from features.image_store import ImageStore
-    from features.streaming import RowSink, iter_image_batches
+    from storage.feature_store import FeatureWriter
+    from storage.image_store import ImageStore
+    from storage.streaming import RowSink, iter_image_batches
 
     keras = load_keras()
     extractor = fitted_extractor(args)
@@ -365,7 +365,7 @@ def _rate(call, batches, batch_size):
 
 def measure_compare(args):
     """A reduced precision against float32 on the same weights: speed and per-row cosine."""
-    from features.image_store import ImageStore
+    from storage.image_store import ImageStore
 
     exact = fitted_extractor(args, "float32")
     reduced = fitted_extractor(args, args.compare)

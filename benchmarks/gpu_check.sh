@@ -55,7 +55,7 @@ bench() {  # name, seconds, then the benchmark's arguments
 extract_process() {  # the whole extract process, start-up included, as a user runs it
   python3 -c "
 import numpy as np
-from features.image_store import ImageSplit, write_image_store
+from storage.image_store import ImageSplit, write_image_store
 images = np.random.default_rng(0).integers(0, 256, (16000, 28, 28, 1), dtype=np.uint8)
 labels = np.arange(16000) % 10
 write_image_store('/tmp/store.h5', {'train': ImageSplit(images, labels, [str(i) for i in range(16000)]),

@@ -115,7 +115,7 @@ def photo_like(count, size=224, seed=0):
 
 def make_inputs(args):
     from plumbing.backend import load_keras
-    from features.image_store import ImageSplit, write_image_store
+    from storage.image_store import ImageSplit, write_image_store
 
     work = Path(args.workdir)
     keras = load_keras()
@@ -149,7 +149,7 @@ def run_child(args):
 def _extract(args, work, name, batch_size):
     from features.engine import FeatureExtractor, extract_features
 
-    from features.image_store import ImageStore
+    from storage.image_store import ImageStore
 
     extractor = FeatureExtractor(str(work / f"{name}.keras"), layer="out", weights="imagenet", batch_size=batch_size).fit()
     with ImageStore(work / f"{name}.h5") as store:
@@ -199,7 +199,7 @@ def measure_plain_read(args, work):
 
 def measure_join_encoded(args, work):
     """The client's join now: shards compressed on the workers, their chunks written as they are."""
-    from features.chunkio import CodecPool
+    from storage.chunkio import CodecPool
     from features.distributed import PartFolder, ShardJoin, part_bytes, parts_folder, plan_shards
     from plumbing.atomic import write_bytes_atomically
 

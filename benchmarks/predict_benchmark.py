@@ -252,7 +252,7 @@ def _backbone(args):
 def measure_baseline(args):
     """(2): decode the folder as ``prepare`` does and write the image store, then extract every image of it."""
     from features.engine import FeatureExtractor, extract_features
-    from features.image_store import write_image_store
+    from storage.image_store import write_image_store
     from sources import prepare_dataset
 
     extractor = FeatureExtractor(_backbone(args), layer=args.layer, weights=args.weights, batch_size=args.batch_size,

@@ -33,7 +33,7 @@ def joblib_backend(scheduler=None):
     if not scheduler:
         yield None
         return
-    from features.cluster import dask_client
+    from plumbing.cluster import dask_client
 
     with dask_client(scheduler=scheduler) as client:
         with joblib.parallel_config(backend="dask", client=client):

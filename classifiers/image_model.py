@@ -32,8 +32,8 @@ import hashlib
 import numpy as np
 from sklearn.utils.metaestimators import available_if
 
-from features.image_store import check_images
 from plumbing.errors import FeatpipeError
+from storage.image_store import check_images
 
 SCORE_KINDS = ("probability", "decision value")
 
@@ -243,7 +243,7 @@ class KerasImageClassifier(ImageClassifier):
         rows are padded as :func:`padded_batch` says, so it is traced for a
         few batch shapes only.
         """
-        from features.engine import device_scope
+        from plumbing.backend import device_scope
         from plumbing.backend import load_keras
 
         key = id(keras_model)

@@ -11,13 +11,13 @@ every candidate's votes are read off the same sorted neighbours, exactly as
 """
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import Normalizer
 
 from classifiers.cores import run_pieces, shared
 from classifiers.model_files import save_pipeline
+from classifiers.pipeline_head import PipelineHead
 from classifiers.registry import register
 from classifiers.search import candidates, folds_note, probe_folds
 from plumbing.errors import FeatpipeError
@@ -93,7 +93,7 @@ def query_blocks(held_out, size=QUERY_BLOCK):
     return [held_out[start : start + size] for start in range(0, len(held_out), size)]
 
 
-class CosineKNN(ClassifierMixin, BaseEstimator):
+class CosineKNN(PipelineHead):
     """Distance-weighted kNN by cosine distance on L2-normalised rows, ``k`` chosen by cross-validation.
 
     Parameters
@@ -154,14 +154,6 @@ class CosineKNN(ClassifierMixin, BaseEstimator):
             "cv_accuracy": {str(k): round(means[k], 6) for k in ks},
         }
         return self
-
-    def predict_proba(self, X):
-        """Class probabilities (each class's share of the weighted votes), ndarray of shape (n_samples, n_classes)."""
-        return self.pipeline_.predict_proba(X)
-
-    def predict(self, X):
-        """Labels for ``X``, ndarray of shape (n_samples,)."""
-        return self.pipeline_.predict(X)
 
 
 @register("knn", save=save_pipeline)

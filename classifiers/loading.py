@@ -88,7 +88,7 @@ class Backbones:
 
 def check_rebuilt(extractor, settings, where, precision_changed=False):
     """Refuse a rebuilt backbone that would make other features than those the model was trained on."""
-    from features.feature_store import settings_mismatch
+    from storage.feature_store import settings_mismatch
 
     now = extractor.settings()
     differs = settings_mismatch(settings, now, ignore=("precision",) if precision_changed else ())
@@ -147,7 +147,7 @@ def load_model(folder, *, batch_size=None, device=None, precision=None, backbone
     folder = Path(folder)
     card = read_card(folder)
     if device is not None:
-        from features.engine import resolve_device
+        from plumbing.backend import resolve_device
         from plumbing.backend import load_keras
 
         device = resolve_device(load_keras(), device)
@@ -201,7 +201,7 @@ def _load_file(path, card, device=None):
             return load_skops(path)
         if path.suffix == ".keras":
             from classifiers.cnn.training import load_keras_model
-            from features.engine import device_scope
+            from plumbing.backend import device_scope
             from plumbing.backend import load_keras
 
             with device_scope(load_keras(), device):

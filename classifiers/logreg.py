@@ -8,13 +8,13 @@ fold, and the best pipeline refitted on every training row.
 """
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from classifiers.cores import on_one_thread, run_pieces, shared
 from classifiers.model_files import save_pipeline
+from classifiers.pipeline_head import PipelineHead
 from classifiers.registry import register
 from classifiers.search import candidates, folds_note, probe_folds
 
@@ -38,7 +38,7 @@ def fold_accuracy(X, y, fit_rows, held_out, C, max_iter, seed):
     return float(np.mean(model.predict(X[held_out]) == y[held_out]))
 
 
-class LinearProbe(ClassifierMixin, BaseEstimator):
+class LinearProbe(PipelineHead):
     """Standardise, then an L2 logistic regression whose ``C`` is chosen by cross-validation.
 
     Parameters
@@ -95,18 +95,6 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             "cv_accuracy": {str(value): round(float(score), 6) for value, score in zip(grid, means)},
         }
         return self
-
-    def predict_proba(self, X):
-        """Class probabilities, ndarray of shape (n_samples, n_classes)."""
-        return self.pipeline_.predict_proba(X)
-
-    def decision_function(self, X):
-        """Decision values, ndarray of shape (n_samples, n_classes), or (n_samples,) for two classes."""
-        return self.pipeline_.decision_function(X)
-
-    def predict(self, X):
-        """Labels for ``X``, ndarray of shape (n_samples,)."""
-        return self.pipeline_.predict(X)
 
 
 @register("logreg", save=save_pipeline)

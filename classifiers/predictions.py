@@ -104,7 +104,7 @@ def iter_file_predictions(model, paths, *, keys=None, batch_size=32, workers=Non
     batch_size : int
     workers : int or None, decoding processes (``None``: one per core); see :func:`sources.folder.decoding_map`
     """
-    from features.streaming import read_ahead
+    from storage.streaming import read_ahead
     from sources.folder import decoding_map
 
     keys = [str(path) for path in paths] if keys is None else list(keys)
@@ -122,9 +122,9 @@ def iter_store_predictions(model, store_path, split="test", *, batch_size=32):
 
     Refuses, in one line, a store whose images have another shape than the model's.
     """
-    from features.chunkio import CodecPool
-    from features.image_store import ImageStore
-    from features.streaming import iter_image_batches
+    from storage.chunkio import CodecPool
+    from storage.image_store import ImageStore
+    from storage.streaming import iter_image_batches
 
     with ImageStore(store_path) as store, CodecPool() as pool:
         check_store_shape(model, store.image_shape(split), store_path)
@@ -168,7 +168,7 @@ def iter_distributed_file_predictions(client, model_folder, load_options, paths,
 
     Parameters
     ----------
-    client : distributed.Client, checked (:func:`features.cluster.dask_client`)
+    client : distributed.Client, checked (:func:`plumbing.cluster.dask_client`)
     model_folder : path-like
     load_options : dict, :func:`classifiers.load_model`'s keywords (batch_size, device, precision)
     paths : sequence of path-like

@@ -177,7 +177,7 @@ def write_model_outputs(
         The image store's image shape; needed with ``model`` (see :func:`model_card`).
     extractor : dict or None
         For a model on features: how the features were made
-        (:func:`features.feature_store.extractor_settings` of the feature file).
+        (:func:`storage.feature_store.extractor_settings` of the feature file).
 
     Returns
     -------

@@ -20,7 +20,6 @@ import copy
 
 import numpy as np
 import scipy.linalg
-from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.decomposition import PCA
 from sklearn.kernel_approximation import Nystroem
 from sklearn.linear_model import RidgeClassifier
@@ -30,6 +29,7 @@ from sklearn.svm import SVC, LinearSVC
 
 from classifiers.cores import on_one_thread, run_pieces, shared
 from classifiers.model_files import save_pipeline
+from classifiers.pipeline_head import PipelineHead
 from classifiers.registry import register
 from plumbing.errors import FeatpipeError
 
@@ -180,7 +180,7 @@ def least_squares_svm(nystroem, X, y, C, n_jobs):
     return head
 
 
-class FeatureSVM(ClassifierMixin, BaseEstimator):
+class FeatureSVM(PipelineHead):
     """An SVM on feature vectors, with params named as in ``train.svm``.
 
     Parameters
@@ -252,14 +252,6 @@ class FeatureSVM(ClassifierMixin, BaseEstimator):
             self.fit_details_ = None
         self.classes_ = self.pipeline_.classes_
         return self
-
-    def decision_function(self, X):
-        """Decision values, ndarray of shape (n_samples, n_classes), or (n_samples,) for two classes."""
-        return self.pipeline_.decision_function(X)
-
-    def predict(self, X):
-        """Labels for ``X``, ndarray of shape (n_samples,)."""
-        return self.pipeline_.predict(X)
 
 
 @register("svm", save=save_pipeline)

@@ -17,8 +17,8 @@ import numpy as np
 
 from classifiers.image_model import padded_batch
 from explanations.caveats import CAVEAT_ATTRIBUTE
-from features.image_store import check_images
 from plumbing.errors import FeatpipeError
+from storage.image_store import check_images
 
 SUPPORTED_BACKENDS = ("tensorflow", "jax")
 GRADIENT_METHODS = ("grad_cam", "guided_backprop", "guided_grad_cam")

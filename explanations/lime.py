@@ -23,9 +23,9 @@ the linear stand-in follows the model near the image.
 
 import numpy as np
 
-from features.image_store import check_images
 from explanations.occlusion import IMAGE_MEAN, check_fill, fill_colour
 from plumbing.errors import FeatpipeError
+from storage.image_store import check_images
 
 PATTERNS_PER_CALL = 256
 

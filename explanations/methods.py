@@ -13,9 +13,9 @@ import numpy as np
 
 from explanations.gradients import GRADIENT_METHODS, grad_cam_maps, guided_backprop_maps, guided_grad_cam_maps
 from explanations.lime import lime_maps
-from features.image_store import check_images
 from explanations.occlusion import occlusion_maps
 from plumbing.errors import FeatpipeError
+from storage.image_store import check_images
 
 METHODS = {
     "occlusion": occlusion_maps,

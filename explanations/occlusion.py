@@ -22,8 +22,8 @@ model's compiled forward pass); memory stays bounded whatever the image size.
 
 import numpy as np
 
-from features.image_store import check_images
 from plumbing.errors import FeatpipeError
+from storage.image_store import check_images
 
 IMAGE_MEAN = "mean"
 COPIES_PER_CALL = 512

@@ -28,9 +28,9 @@ import numpy as np
 
 from explanations.caveats import CAVEAT_ATTRIBUTE
 from explanations.methods import SIGNED_METHODS
-from plumbing.atomic import atomic_output
-from features.feature_store import storable_attribute
 from features.weights import RANDOM_WEIGHTS_WARNING
+from plumbing.atomic import atomic_output
+from storage.feature_store import storable_attribute
 
 OVERLAY_ALPHA = 0.85  # the opacity of a map at its strongest
 ALPHA_FLOOR = 0.1  # and where it is 0

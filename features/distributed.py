@@ -40,11 +40,11 @@ from pathlib import Path
 import numpy as np
 
 from plumbing.atomic import write_bytes_atomically
-from features.chunkio import CodecPool
-from features.cluster import dask_client, dashboard_link
+from plumbing.cluster import dask_client, dashboard_link
 from plumbing.errors import FeatpipeError, worker_result
-from features.feature_store import FeatureWriter, identity, identity_mismatch
-from features.image_store import SPLITS, ImageStore
+from storage.chunkio import CodecPool
+from storage.feature_store import FeatureWriter, identity, identity_mismatch
+from storage.image_store import SPLITS, ImageStore
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ Three threads share the work so the accelerator never waits for the disk:
   (:class:`FeatureExtractor`; Keras' cached ``predict_on_batch`` function on
   TensorFlow, a ``jax.jit`` dispatched a batch ahead on JAX);
 - a writer thread appends the rows to the ``.partial`` feature file
-  (:class:`features.feature_store.FeatureWriter`), so compression overlaps
+  (:class:`storage.feature_store.FeatureWriter`), so compression overlaps
   the next forward pass.
 
 Only Keras 3 APIs are used, so the same code runs on any Keras backend.
@@ -19,7 +19,6 @@ Public API (also the building blocks of ``features.distributed``):
 :func:`extract_features`.
 """
 
-import contextlib
 import dataclasses
 import logging
 import sys
@@ -29,15 +28,15 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from features.backbones import PREPROCESSING_MODES, get_backbone, is_model_file, load_model_file
-from plumbing.backend import load_keras
-from features.chunkio import CodecPool
-from plumbing.errors import FeatpipeError, first_line
-from features.feature_store import FeatureWriter
-from features.image_store import SPLITS, ImageStore
-from features.streaming import PREFETCH_BATCHES, RowSink, iter_image_batches
 from features.weights import build_with_weights, resolve_weights, strict_weight_loading
+from plumbing.backend import device_description, device_scope, dtype_policy, load_keras, resolve_device
+from plumbing.errors import FeatpipeError, first_line
 from plumbing.hashing import file_sha256
 from plumbing.versions import library_versions
+from storage.chunkio import CodecPool
+from storage.feature_store import FeatureWriter
+from storage.image_store import SPLITS, ImageStore
+from storage.streaming import PREFETCH_BATCHES, RowSink, iter_image_batches
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +266,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         }
 
     def settings(self):
-        """What makes this extractor's numbers, as a feature file records them (:data:`~features.feature_store.EXTRACTOR_KEYS`).
+        """What makes this extractor's numbers, as a feature file records them (:data:`~storage.feature_store.EXTRACTOR_KEYS`).
 
         :meth:`from_settings` builds the same extractor again from them.
         """
@@ -292,7 +291,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         ``weights`` is taken as recorded (a model file's own weights are
         recorded as ``"model file"``: asked for as ``"imagenet"``, which
         means them); ``precision`` replaces the recorded one when given.
-        Fitting it rebuilds the backbone; :func:`features.feature_store.settings_mismatch`
+        Fitting it rebuilds the backbone; :func:`storage.feature_store.settings_mismatch`
         then says whether it makes the same numbers.
         """
         weights = "imagenet" if settings["weights"] == MODEL_FILE_WEIGHTS else settings["weights"]
@@ -399,44 +398,10 @@ def assemble(keras, truncated, backbone, image_shape):
     return keras.Model(images, rows, name=f"featpipe_{truncated.name}")
 
 
-@contextlib.contextmanager
-def dtype_policy(keras, precision):
-    """Build layers under the Keras dtype policy ``precision``, then restore the old one."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(precision)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
-def resolve_device(keras, device):
-    """``device`` normalised to Keras' ``"gpu:0"`` form, checked against this machine's devices."""
-    if device is None:
-        return None
-    # Every backend can run on the CPU, but Keras on JAX lists only the accelerators when it has one.
-    available = list(dict.fromkeys(["cpu:0", *(_normal_device(name) for name in keras.distribution.list_devices())]))
-    wanted = _normal_device(device)
-    if wanted not in available:
-        raise FeatpipeError(f"unknown device {device!r}; this machine has: {', '.join(available)}")
-    return wanted
-
-
-def _normal_device(name):
-    name = str(name).strip().lower().lstrip("/")
-    name = name.removeprefix("device:").replace("cuda", "gpu")
-    return name if ":" in name else name + ":0"
-
-
-def device_scope(keras, device):
-    """``keras.device(device)``, or no scope at all when ``device`` is ``None``."""
-    return keras.device(device) if device else contextlib.nullcontext()
-
-
 def iter_feature_batches(extractor, store, split, start=0, stop=None, *, pool, prefetch=PREFETCH_BATCHES):
     """Yield ``(start_row, rows)`` of features for rows ``start:stop`` of ``split``.
 
-    Reading overlaps the forward pass (:func:`features.streaming.iter_image_batches`,
+    Reading overlaps the forward pass (:func:`storage.streaming.iter_image_batches`,
     which also starts each batch's copy to the device), and the device is
     kept a batch ahead (:meth:`FeatureExtractor.transform_batches`). The
     extractor must be fitted. This is the unit of work a Dask worker runs on its shard.
@@ -491,7 +456,7 @@ def extract_features(image_store_path, out_path, extractor, *, overwrite=False, 
         The splits to extract (the file holds only these); ``None`` means all.
     io_threads : int or None
         Threads that decompress the image store and compress the features
-        (:class:`~features.chunkio.CodecPool`); ``None``: one per core, at most 16.
+        (:class:`~storage.chunkio.CodecPool`); ``None``: one per core, at most 16.
 
     Returns
     -------
@@ -554,19 +519,6 @@ def _since_launch(moment):
     import psutil
 
     return round(moment - psutil.Process().create_time(), 2)
-
-
-def device_description(device):
-    """Where the forward pass runs, for people: ``gpu:0 (NVIDIA H100 80GB HBM3)`` or ``cpu:0``."""
-    keras = load_keras()
-    names = [_normal_device(name) for name in keras.distribution.list_devices()]
-    device = device or next((name for name in names if not name.startswith("cpu")), "cpu:0")
-    kind = ""
-    if keras.backend.backend() == "jax" and not device.startswith("cpu"):
-        import jax
-
-        kind = jax.devices(device.split(":")[0])[int(device.split(":")[1])].device_kind
-    return f"{device} ({kind})" if kind else device
 
 
 def run_summary(attrs, path, rows, computed, seconds, skipped=False, **extra):

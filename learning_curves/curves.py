@@ -46,10 +46,10 @@ from typing import NamedTuple
 import numpy as np
 
 from plumbing.errors import FeatpipeError
+from reporting.sentences import ALL, crossover_sentence, is_whole_split, match_sentence, share_sentence, size_phrase
 from sources.subsets import nested_class_draws
 
 # A per_class entry standing for the whole training split (the params file's word for it too).
-ALL = "all"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,29 +148,20 @@ def check_settings(per_class, repeats):
     list of int, then :data:`ALL` when ``per_class`` holds it
     """
     sizes = list(per_class) if isinstance(per_class, (list, tuple, np.ndarray)) else None
-    if not sizes or not all((_is_count(size) and size >= 1) or _is_all(size) for size in sizes):
+    if not sizes or not all((_is_count(size) and size >= 1) or is_whole_split(size) for size in sizes):
         raise FeatpipeError(
             f"per_class: expected a non-empty list of integers >= 1 (images per class) or {ALL!r} "
             f"(the whole training split), got {per_class!r}"
         )
     if not _is_count(repeats) or repeats < 1:
         raise FeatpipeError(f"repeats: expected an integer >= 1 (draws per size), got {repeats!r}")
-    counts = sorted({int(size) for size in sizes if not _is_all(size)})
-    return counts + ([ALL] if any(_is_all(size) for size in sizes) else [])
-
-
-def _is_all(size):
-    return isinstance(size, str) and size == ALL
+    counts = sorted({int(size) for size in sizes if not is_whole_split(size)})
+    return counts + ([ALL] if any(is_whole_split(size) for size in sizes) else [])
 
 
 def size_order(per_class):
     """A sort key for a size: the counts ascending, :data:`ALL` after every one."""
-    return math.inf if _is_all(per_class) else per_class
-
-
-def size_phrase(per_class):
-    """``5 images per class``, or ``the whole training split`` for :data:`ALL`."""
-    return "the whole training split" if _is_all(per_class) else f"{per_class} images per class"
+    return math.inf if is_whole_split(per_class) else per_class
 
 
 def draw_subsets(labels, per_class, repeats, seed, class_names=None):
@@ -393,9 +384,9 @@ def curve_table(results, whole_split_per_class=None):
         its rows per class (``images_per_class`` of the summary), a number,
         so that the plot's axis stays one of numbers.
     """
-    if whole_split_per_class is None and any(_is_all(fit.per_class) for fit in results):
+    if whole_split_per_class is None and any(is_whole_split(fit.per_class) for fit in results):
         raise ValueError("curve_table: fits on the whole split need whole_split_per_class")
-    return [{"model": fit.model, "per_class": whole_split_per_class if _is_all(fit.per_class) else fit.per_class,
+    return [{"model": fit.model, "per_class": whole_split_per_class if is_whole_split(fit.per_class) else fit.per_class,
              "repeat": fit.repeat, "accuracy": fit.accuracy}
             for fit in results]
 
@@ -445,27 +436,6 @@ def find_match(curves):
     }
 
 
-def _at(per_class):
-    return "with the whole training split" if _is_all(per_class) else f"at {per_class} images per class"
-
-
-def match_sentence(match, repeats):
-    """The report's one sentence from :func:`find_match`'s answer (None when it has none)."""
-    if match is None:
-        return None
-    draws = f"{repeats} draw{'s' if repeats > 1 else ''}"
-    target = f"the pixel forest's accuracy at its largest size ({match['target']:.3f} {_at(match['target_per_class'])})"
-    if match["matched"]:
-        mean = (f"{match['mean']:.3f}, one fit" if _is_all(match["per_class"])
-                else f"mean {match['mean']:.3f} over {draws}")
-        return (f"The best feature model, {match['model']}, first matches {target} with "
-                f"{size_phrase(match['per_class'])} ({mean}), "
-                f"\"matches\" meaning a mean test accuracy at least that high.")
-    return (f"No feature model matches {target} at any size, \"matches\" meaning a mean test accuracy "
-            f"over {draws} at least that high; the closest is {match['model']}, "
-            f"{match['mean']:.3f} {_at(match['per_class'])}.")
-
-
 def find_share(curves):
     """What share of its whole-split accuracy the best feature model reaches with few labels.
 
@@ -483,28 +453,13 @@ def find_share(curves):
     without a whole-split point or without a feature model.
     """
     features = feature_curves(curves)
-    if not features or not _is_all(next(iter(features.values()))["sizes"][-1]["per_class"]):
+    if not features or not is_whole_split(next(iter(features.values()))["sizes"][-1]["per_class"]):
         return None
     name = min(features, key=lambda name: (-features[name]["sizes"][-1]["mean"], name))
     *few, whole = features[name]["sizes"]
     shares = [{"per_class": size["per_class"], "mean": size["mean"],
                "share": round(size["mean"] / whole["mean"], 6) if whole["mean"] > 0 else None} for size in few]
     return {"model": name, "full": whole["mean"], "n_train": whole["n_train"], "shares": shares}
-
-
-def share_sentence(share):
-    """The report's sentence from :func:`find_share`'s answer (None when it has none)."""
-    if share is None:
-        return None
-    sentence = (f"With the whole training split ({share['n_train']} images) the best feature model, "
-                f"{share['model']}, scores {share['full']:.3f}")
-    reached = [point for point in share["shares"] if point["share"] is not None]
-    if not reached:
-        return sentence + "."
-    first, *rest = reached
-    parts = [f"{first['share']:.0%} of it with {first['per_class']} images per class"]
-    parts += [f"{point['share']:.0%} with {point['per_class']}" for point in rest]
-    return sentence + "; few labels reach " + ", ".join(parts) + "."
 
 
 def find_crossovers(curves):
@@ -545,31 +500,3 @@ def find_crossovers(curves):
             "first_per_class": curve["sizes"][0]["per_class"], "random_weights": random,
         })
     return crossovers
-
-
-def crossover_sentence(crossovers, repeats):
-    """The report's sentences from :func:`find_crossovers`' answer, one per CNN (None without one).
-
-    A sentence about models with random weights starts with the warning.
-    """
-    if not crossovers:
-        return None
-    spread = f"mean ± standard deviation over {repeats} draw{'s' if repeats > 1 else ''}"
-    sentences = []
-    for crossover in crossovers:
-        who = ("The CNN from scratch" if crossover["classifier"] == "scratch" else "The fine-tuned backbone")
-        scores = (f"{crossover['mean']:.3f} ± {crossover['std']:.3f} against {crossover['best_mean']:.3f} ± "
-                  f"{crossover['best_std']:.3f} for {crossover['best_model']} ({spread})")
-        if crossover["crossed"]:
-            sentence = (f"{who}, {crossover['model']}, first matches or beats the best feature model "
-                        f"{_at(crossover['per_class'])}: {scores}.")
-        else:
-            drawn = (f"{crossover['first_per_class']} images per class to the whole training split"
-                     if _is_all(crossover["per_class"]) else f"{crossover['first_per_class']} to {size_phrase(crossover['per_class'])}")
-            sentence = (f"{who}, {crossover['model']}, does not match the best feature model at any size drawn "
-                        f"({drawn}); {_at(crossover['per_class'])} it scores {scores}.")
-        if crossover["random_weights"]:
-            sentence = (f"WARNING: random weights ({', '.join(crossover['random_weights'])}), not pretrained ones: "
-                        f"this says nothing about what pretrained features are worth. {sentence}")
-        sentences.append(sentence)
-    return " ".join(sentences)

@@ -24,11 +24,11 @@ import functools
 
 import click
 
-from plumbing.errors import FeatpipeError
 from pipeline import paths
 from pipeline.inputs import checked_feature_file, load_pixels, store_description
 from pipeline.options import features_option, images_option, params_option, scheduler_option
 from pipeline.stage import params_key, stage_params
+from plumbing.errors import FeatpipeError
 
 
 @contextlib.contextmanager
@@ -53,7 +53,7 @@ def curve_models(params, feature_paths, names, pixels, store):
     """The pixel forest and every classifier on every feature file, as :class:`~learning_curves.curves.CurveModel`."""
     from classifiers import build
     from learning_curves.curves import CurveModel
-    from features.feature_store import load_features
+    from storage.feature_store import load_features
 
     models = [CurveModel(paths.BASELINE_MODEL, "pixels", "rf", functools.partial(build, "rf", **params["baseline"]),
                          pixels["train"][0], pixels["test"][0], baseline=True)]
@@ -98,7 +98,7 @@ def cnn_models(params, images, n_classes):
 def check_fits(models, plan, y_train, params):
     """Before any fit: every classifier can fit every size's draw; the lines they have to say, once each."""
     from classifiers.training import check_fit
-    from learning_curves.curves import size_phrase
+    from reporting.sentences import size_phrase
 
     notes = []
     one_draw_per_size = {draw.per_class: draw for draw in plan.draws}  # a size's draws hold the same class counts

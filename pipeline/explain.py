@@ -18,11 +18,11 @@ Writes, per model::
 
 import click
 
-from plumbing.errors import FeatpipeError
 from pipeline import paths
 from pipeline.inputs import store_description
 from pipeline.options import images_option, params_option
 from pipeline.stage import expected_records, params_key, stage_params
+from plumbing.errors import FeatpipeError
 
 
 def checked_methods(settings):
@@ -34,7 +34,7 @@ def checked_methods(settings):
 
 def sample_images(images, per_class, seed):
     """``(images, labels, ids)`` of ``per_class`` test images of every class, chosen by ``seed``."""
-    from features.image_store import ImageStore
+    from storage.image_store import ImageStore
     from sources.subsets import per_class_sample
 
     with ImageStore(images) as store:

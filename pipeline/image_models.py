@@ -11,7 +11,7 @@ from pipeline import paths
 def load_images(images):
     """``(train, test, class_names, data record)``, each split ``(images, labels)`` as stored."""
     from classifiers.evaluation import data_record
-    from features.image_store import ImageStore
+    from storage.image_store import ImageStore
 
     with ImageStore(images) as store:
         splits = {split: (store.images(split), store.labels(split)) for split in ("train", "test")}

@@ -11,7 +11,7 @@ from plumbing.errors import FeatpipeError
 def store_description(images):
     """The image store's class names, image shape and :func:`~classifiers.evaluation.data_record`, plus its path."""
     from classifiers.evaluation import data_record
-    from features.image_store import ImageStore
+    from storage.image_store import ImageStore
 
     with ImageStore(images) as store:
         return {"path": str(images), "class_names": store.class_names, "image_shape": store.image_shape(),
@@ -30,7 +30,7 @@ def load_pixels(images):
     """
     from classifiers.evaluation import data_record
     from classifiers.pixels import pixel_matrix
-    from features.image_store import SPLITS, ImageStore
+    from storage.image_store import SPLITS, ImageStore
 
     with ImageStore(images) as store:
         splits = {split: (pixel_matrix(store.images(split)), store.labels(split)) for split in SPLITS}
@@ -56,7 +56,7 @@ def train_labels(path):
     """The training labels of a complete feature file (refusing missing or incomplete ones)."""
     import h5py
 
-    from features.feature_store import complete_metadata
+    from storage.feature_store import complete_metadata
 
     metadata = complete_metadata(path)
     with h5py.File(path, "r") as file:

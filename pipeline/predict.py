@@ -28,9 +28,9 @@ from pathlib import Path
 
 import click
 
-from plumbing.errors import FeatpipeError
 from pipeline.options import params_option
 from pipeline.stage import stage_params
+from plumbing.errors import FeatpipeError
 
 STORE_SUFFIX = ".h5"
 SHOWN_UNREADABLE = 5
@@ -235,7 +235,7 @@ def _count(model, kind, source, split):
     if kind == "files":
         return len(source)
     from classifiers.predictions import check_store_shape
-    from features.image_store import ImageStore
+    from storage.image_store import ImageStore
 
     with ImageStore(source) as store:
         check_store_shape(model, store.image_shape(split), source)
@@ -243,7 +243,7 @@ def _count(model, kind, source, split):
 
 
 def _cluster(stack, scheduler, workers):
-    from features.cluster import dask_client
+    from plumbing.cluster import dask_client
 
     client = stack.enter_context(dask_client(scheduler, workers))
     click.echo(f"predict: Dask, {len(client.scheduler_info()['workers'])} worker(s) at {client.scheduler.address}; "

@@ -2,17 +2,17 @@
 
 Reads ``params.yaml`` (``seed`` and ``data.*``); options given on the command
 line override it. The work is :func:`sources.prepare_dataset` and
-:func:`features.image_store.write_image_store`; this module only wires them to
+:func:`storage.image_store.write_image_store`; this module only wires them to
 params and prints a summary for people.
 """
 
 import click
 
-from features.image_store import SPLITS, write_image_store
-from sources import prepare_dataset
 from pipeline import paths
 from pipeline.options import params_option
 from pipeline.stage import stage_params
+from sources import prepare_dataset
+from storage.image_store import SPLITS, write_image_store
 
 SKIPPED_SHOWN = 5
 

@@ -15,11 +15,11 @@ image store, and fit for every classifier asked for.
 
 import click
 
-from plumbing.errors import FeatpipeError
 from pipeline import paths
 from pipeline.inputs import checked_feature_file, store_description
 from pipeline.options import features_option, images_option, params_option, scheduler_option
 from pipeline.stage import stage_params
+from plumbing.errors import FeatpipeError
 
 # scikit-learn, h5py and the classifiers are imported where they are used, so
 # that `featpipe --help` does not pay for them.
@@ -69,8 +69,8 @@ def train_feature_file(path, metadata, names, settings, seed, store):
     from classifiers.evaluation import check_finite, check_training_data
     from classifiers.training import check_fit
     from classifiers.records import write_model_outputs
-    from features.feature_store import extractor_settings
-    from features.feature_store import load_features
+    from storage.feature_store import extractor_settings
+    from storage.feature_store import load_features
 
     train, test = load_features(path, "train"), load_features(path, "test")
     check_training_data(train.features, train.labels, f"{path} train")

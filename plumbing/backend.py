@@ -1,4 +1,4 @@
-"""How featpipe reaches Keras: a quiet import, its home folder, and seeded random weights.
+"""How featpipe reaches Keras: a quiet import, its home folder, seeded random weights, devices and precision.
 
 Import Keras quietly, once, whichever backend the environment selects.
 
@@ -25,6 +25,8 @@ import os
 import random
 import sys
 from pathlib import Path
+
+from plumbing.errors import FeatpipeError
 
 log = logging.getLogger(__name__)
 
@@ -154,3 +156,50 @@ def seeded_initialisation(keras, seed):
         yield
     finally:
         seed_generator.python_random = shared
+
+
+@contextlib.contextmanager
+def dtype_policy(keras, precision):
+    """Build layers under the Keras dtype policy ``precision``, then restore the old one."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def resolve_device(keras, device):
+    """``device`` normalised to Keras' ``"gpu:0"`` form, checked against this machine's devices."""
+    if device is None:
+        return None
+    # Every backend can run on the CPU, but Keras on JAX lists only the accelerators when it has one.
+    available = list(dict.fromkeys(["cpu:0", *(_normal_device(name) for name in keras.distribution.list_devices())]))
+    wanted = _normal_device(device)
+    if wanted not in available:
+        raise FeatpipeError(f"unknown device {device!r}; this machine has: {', '.join(available)}")
+    return wanted
+
+
+def _normal_device(name):
+    name = str(name).strip().lower().lstrip("/")
+    name = name.removeprefix("device:").replace("cuda", "gpu")
+    return name if ":" in name else name + ":0"
+
+
+def device_scope(keras, device):
+    """``keras.device(device)``, or no scope at all when ``device`` is ``None``."""
+    return keras.device(device) if device else contextlib.nullcontext()
+
+
+def device_description(device):
+    """Where the forward pass runs, for people: ``gpu:0 (NVIDIA H100 80GB HBM3)`` or ``cpu:0``."""
+    keras = load_keras()
+    names = [_normal_device(name) for name in keras.distribution.list_devices()]
+    device = device or next((name for name in names if not name.startswith("cpu")), "cpu:0")
+    kind = ""
+    if keras.backend.backend() == "jax" and not device.startswith("cpu"):
+        import jax
+
+        kind = jax.devices(device.split(":")[0])[int(device.split(":")[1])].device_kind
+    return f"{device} ({kind})" if kind else device

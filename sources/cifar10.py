@@ -11,10 +11,10 @@ import pickle
 import numpy as np
 
 from plumbing.errors import FeatpipeError
-from features.image_store import ImageSplit
 from sources import keras_cache
 from sources.dataset import Dataset, numbered_ids
 from sources.registry import register_source
+from storage.image_store import ImageSplit
 
 try:
     from numpy._core.multiarray import _reconstruct

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from plumbing.errors import FeatpipeError
-from features.image_store import SPLITS, ImageSplit
+from storage.image_store import SPLITS, ImageSplit
 
 
 @dataclasses.dataclass(frozen=True)

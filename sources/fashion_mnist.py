@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from plumbing.errors import FeatpipeError
-from features.image_store import ImageSplit
 from sources import keras_cache
 from sources.dataset import Dataset, numbered_ids
 from sources.idx import read_idx
 from sources.registry import register_source
+from storage.image_store import ImageSplit
 
 NAME = "fashion_mnist"
 CLASS_NAMES = [

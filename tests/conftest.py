@@ -16,8 +16,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 
-from features.feature_store import FeatureWriter  # noqa: E402
-from features.image_store import ImageSplit, ImageStore, write_image_store  # noqa: E402
+from storage.feature_store import FeatureWriter  # noqa: E402
+from storage.image_store import ImageSplit, ImageStore, write_image_store  # noqa: E402
 
 CLASS_NAMES = ["circle", "square", "cross"]
 

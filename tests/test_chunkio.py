@@ -1,4 +1,4 @@
-"""Parallel chunk codec I/O (features/chunkio.py): same bytes as HDF5's filters, errors that arrive, resumes that hold."""
+"""Parallel chunk codec I/O (storage/chunkio.py): same bytes as HDF5's filters, errors that arrive, resumes that hold."""
 
 import errno
 import gc
@@ -16,8 +16,8 @@ import h5py
 import numpy as np
 import pytest
 
-from features import chunkio
-from features.chunkio import (
+from storage import chunkio
+from storage.chunkio import (
     ChunkWriter,
     CodecPool,
     CorruptChunkError,
@@ -292,7 +292,7 @@ def _raise_memory_error():
 def test_layouts_it_cannot_decode_go_through_plain_h5py(h5file, pool, layout, caplog):
     rows = relu_rows(30)
     dataset = h5file.create_dataset("f", (30, 5), "f4", **PLAIN_LAYOUTS[layout])
-    caplog.set_level(logging.DEBUG, logger="features.chunkio")
+    caplog.set_level(logging.DEBUG, logger="storage.chunkio")
     with ChunkWriter(dataset, pool) as writer:
         write_in_blocks(writer, rows, sizes=[8, 8, 14])
     np.testing.assert_allclose(dataset[...], rows, atol=1e-3)  # scaleoffset keeps 3 decimals

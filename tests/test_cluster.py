@@ -5,10 +5,11 @@ import sys
 
 import pytest
 
-from features import cluster
-from features.cluster import check_workers, dask_client
+from plumbing import cluster
+from plumbing.cluster import check_workers, dask_client
 from plumbing.errors import FeatpipeError
 from tests.conftest import free_port
+from tests.test_dvc_deps import PACKAGES as FEATPIPE_PACKAGES  # every one, so that no featpipe module is left to import
 
 
 def test_unreachable_scheduler_is_one_line_naming_it():
@@ -62,12 +63,12 @@ def hide_featpipe():
 
     class Missing:
         def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("features", "pipeline", "classifiers"):
+            if name.split(".")[0] in FEATPIPE_PACKAGES:
                 raise ModuleNotFoundError(f"No module named {name!r}")
             return None
 
     sys.meta_path.insert(0, Missing())
-    for name in [name for name in sys.modules if name.split(".")[0] in ("features", "pipeline", "classifiers")]:
+    for name in [name for name in sys.modules if name.split(".")[0] in FEATPIPE_PACKAGES]:
         del sys.modules[name]
 
 

@@ -10,8 +10,9 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 import classifiers
 from learning_curves import curves, embeddings
-from reporting import plots
 from plumbing.errors import FeatpipeError
+from reporting import plots
+from reporting.sentences import match_sentence
 from tests.conftest import separable_features
 
 N_CLASSES = 3
@@ -217,7 +218,7 @@ def test_the_sentence_names_the_fewest_labels_that_match_the_pixel_forest():
     })
     assert matched == {"baseline": "pixel_rf", "target_per_class": 20, "target": 0.80, "matched": True,
                        "model": "vgg-dense", "per_class": 10, "mean": 0.95}
-    assert curves.match_sentence(matched, 5) == (
+    assert match_sentence(matched, 5) == (
         "The best feature model, vgg-dense, first matches the pixel forest's accuracy at its largest size "
         "(0.800 at 20 images per class) with 10 images per class (mean 0.950 over 5 draws), "
         "\"matches\" meaning a mean test accuracy at least that high."
@@ -231,13 +232,13 @@ def test_the_sentence_says_when_no_feature_model_ever_matches():
     never = curves.find_match({"pixel_rf": curve([0.7, 0.8, 0.9], True), "a": curve([0.5, 0.6, 0.7]),
                                "b": curve([0.6, 0.85, 0.8])})
     assert never["matched"] is False and (never["model"], never["per_class"], never["mean"]) == ("b", 10, 0.85)
-    assert curves.match_sentence(never, 1) == (
+    assert match_sentence(never, 1) == (
         "No feature model matches the pixel forest's accuracy at its largest size (0.900 at 20 images per class) "
         "at any size, \"matches\" meaning a mean test accuracy over 1 draw at least that high; "
         "the closest is b, 0.850 at 10 images per class."
     )
     assert curves.find_match({"a": curve([0.5, 0.6, 0.7])}) is None
-    assert curves.match_sentence(None, 5) is None
+    assert match_sentence(None, 5) is None
 
 
 def test_summary_and_table_hold_every_fit_once(models, splits):
@@ -246,7 +247,7 @@ def test_summary_and_table_hold_every_fit_once(models, splits):
     assert summary["per_class"] == [2, 6] and summary["left_out"][0]["per_class"] == 100
     assert list(summary["models"]) == ["toy-rf", "toy-svm", "pixel_rf"]
     assert summary["models"]["pixel_rf"]["baseline"] is True
-    assert summary["sentence"] == curves.match_sentence(summary["match"], 2)
+    assert summary["sentence"] == match_sentence(summary["match"], 2)
     assert [(d["per_class"], d["repeat"], len(d["rows"])) for d in summary["draws"]] == [
         (2, 0, 6), (6, 0, 18), (2, 1, 6), (6, 1, 18)]
     table = curves.curve_table(results)

@@ -5,8 +5,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from learning_curves.curves import crossover_sentence, find_crossovers
+from learning_curves.curves import find_crossovers
 from pipeline.cli import cli
+from reporting.sentences import crossover_sentence
 from tests.conftest import set_params, write_feature_model_metrics
 
 

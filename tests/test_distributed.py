@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 
 from features import distributed
-from plumbing.atomic import partial_path, write_bytes_atomically
-from features.chunkio import CodecPool
 from features.distributed import PartFolder, Shard, ShardJoin, extract_distributed, parts_folder, plan_shards
 from features.engine import extract_features
+from plumbing.atomic import partial_path, write_bytes_atomically
 from plumbing.errors import FeatpipeError
-from features.feature_store import FeatureWriter, load_features, read_metadata
-from features.image_store import SPLITS, ImageStore, write_image_store
+from storage.chunkio import CodecPool
+from storage.feature_store import FeatureWriter, load_features, read_metadata
+from storage.image_store import SPLITS, ImageStore, write_image_store
 from tests.conftest import CLASS_NAMES, make_splits
 
 FAKE_DIM = 8
@@ -173,7 +173,7 @@ def fake_attrs(store_path):
 @pytest.fixture
 def chunks_of_8_rows(monkeypatch):
     """Feature files of FAKE_DIM floats chunked by 8 rows, so that a split has several shards."""
-    from features import feature_store
+    from storage import feature_store
 
     monkeypatch.setattr(feature_store, "CHUNK_BYTES", 8 * FAKE_DIM * 4)
 
@@ -181,7 +181,7 @@ def chunks_of_8_rows(monkeypatch):
 @pytest.fixture
 def chunks_of_4_rows(monkeypatch):
     """Feature files of FAKE_DIM floats chunked by 4 rows: shards of 4 rows (a shard holds whole chunks)."""
-    from features import feature_store
+    from storage import feature_store
 
     monkeypatch.setattr(feature_store, "CHUNK_BYTES", 4 * FAKE_DIM * 4)
 
@@ -343,7 +343,7 @@ def run_extract(args, capsys):
 def test_extract_with_an_unreachable_scheduler_fails_in_one_line(tiny_image_store, in_tmp_project, capsys, monkeypatch):
     from tests.conftest import free_port
 
-    monkeypatch.setattr("features.cluster.CONNECT_TIMEOUT_S", 0.5)
+    monkeypatch.setattr("plumbing.cluster.CONNECT_TIMEOUT_S", 0.5)
     address = f"tcp://127.0.0.1:{free_port()}"
     out = in_tmp_project / "out.h5"
     code, _, err = run_extract(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from features.image_store import ImageStore
+from storage.image_store import ImageStore
 from tests.conftest import invoke_ok, tiny_backbone_project
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,6 +11,7 @@ stage module only to offer its command.
 """
 
 import ast
+import configparser
 import functools
 import importlib
 from pathlib import Path
@@ -21,12 +22,21 @@ import yaml
 from pipeline.stage import RECORD_STAGES
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("pipeline", "features", "classifiers", "sources", "plumbing", "explanations", "learning_curves", "reporting")
+
+
+def _packages():
+    """featpipe's top-level packages, as setup.cfg ships them."""
+    config = configparser.ConfigParser()
+    config.read(REPO / "setup.cfg")
+    return tuple(name for name in config["options.packages.find"]["include"].split() if "." not in name)
+
+
+PACKAGES = _packages()
 
 # Imported by stages but unable to change what they write, with the reason.
 CANNOT_CHANGE_OUTPUTS = {
     "plumbing/errors.py": "the user-error type, its one-line formatting and how a worker's error comes back",
-    "features/cluster.py": "connects to Dask: where the work runs, not what it computes",
+    "plumbing/cluster.py": "connects to Dask: where the work runs, not what it computes",
     "classifiers/fanout.py": "routes joblib to Dask: where the work runs, not what it computes",
 }
 

@@ -148,7 +148,8 @@ def test_bad_params_and_devices_are_user_errors():
 
 
 def test_an_explicit_cpu_device_is_accepted_and_used(keras):
-    from features.engine import FeatureExtractor, resolve_device
+    from features.engine import FeatureExtractor
+    from plumbing.backend import resolve_device
 
     assert resolve_device(keras, "/CPU:0") == "cpu:0"
     assert resolve_device(keras, None) is None

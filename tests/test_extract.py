@@ -19,7 +19,7 @@ import pytest
 from features import load_features, read_metadata
 from plumbing.atomic import partial_path
 from plumbing.errors import FeatpipeError
-from features.image_store import ImageStore, write_image_store
+from storage.image_store import ImageStore, write_image_store
 
 from tests.conftest import CLASS_NAMES, make_splits, offline_keras_env
 
@@ -96,13 +96,13 @@ def test_a_complete_file_is_skipped_and_other_settings_are_refused_unless_overwr
 @pytest.fixture
 def chunks_of_4_rows(monkeypatch):
     """Feature files chunked by 4 rows (of 1280 floats), so that 12 rows take 3 appends."""
-    from features import feature_store
+    from storage import feature_store
 
     monkeypatch.setattr(feature_store, "CHUNK_BYTES", 4 * 1280 * 4)
 
 
 def test_a_crash_mid_write_resumes_to_the_same_numbers(tiny_image_store, tmp_path, extractor, expected, monkeypatch, chunks_of_4_rows):
-    from features.feature_store import FeatureWriter
+    from storage.feature_store import FeatureWriter
 
     out = tmp_path / "f.h5"
     real_append, taken = FeatureWriter.append, []
@@ -347,7 +347,7 @@ def test_kill_9_half_way_then_rerun_gives_the_uninterrupted_numbers(in_tmp_proje
     # The `extract` console script, with feature files chunked by 4 rows (as chunks_of_4_rows does here) so
     # that rows reach the disk every batch (the default chunk is 204 rows here).
     script = (
-        "import sys; from features import feature_store; feature_store.CHUNK_BYTES = 4 * 1280 * 4; "
+        "import sys; from storage import feature_store; feature_store.CHUNK_BYTES = 4 * 1280 * 4; "
         "from pipeline.cli import extract_main; sys.argv[0] = 'extract'; extract_main()"
     )
     victim = subprocess.Popen([sys.executable, "-c", script, *args], cwd=in_tmp_project,

@@ -7,8 +7,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from features.image_store import ImageStore, write_image_store
 from pipeline.cli import cli, run
+from storage.image_store import ImageStore, write_image_store
 from tests.conftest import CLASS_NAMES, make_splits, probabilities_in_a_fresh_process
 
 FAST = {

@@ -24,9 +24,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from features.image_store import ImageStore, write_image_store
 from pipeline.cli import cli, run
 from plumbing.errors import FeatpipeError
+from storage.image_store import ImageStore, write_image_store
 from tests.conftest import CLASS_NAMES, invoke_ok, make_splits, tiny_backbone_project
 
 PARAMS = {
@@ -563,7 +563,7 @@ def test_results_are_handed_on_in_input_order_whatever_order_they_arrive():
 def test_shards_on_dask_give_the_rows_of_the_plain_run(small, tmp_path, scheduler):
     from classifiers import load_model
     from classifiers.predictions import iter_distributed_file_predictions, iter_file_predictions
-    from features.cluster import dask_client
+    from plumbing.cluster import dask_client
 
     paths = sorted((small.root / "pngs").glob("*.png")) + [small.root / "params.yaml"]
     model = load_model("data/models/pixel_rf", batch_size=4)

@@ -11,9 +11,9 @@ import yaml
 from click.testing import CliRunner
 from PIL import Image
 
-from plumbing.atomic import partial_path
-from features.image_store import ImageStore
 from pipeline.cli import cli, run
+from plumbing.atomic import partial_path
+from storage.image_store import ImageStore
 
 STORE = Path("data/prepared/images.h5")
 FASHION_FILES = {

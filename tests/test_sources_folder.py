@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from plumbing.errors import FeatpipeError
-from features.image_store import write_image_store
 from sources import prepare_dataset
 from sources.decode import UnreadableImage, read_image
+from storage.image_store import write_image_store
 
 SIZE = 16
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)

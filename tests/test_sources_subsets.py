@@ -6,7 +6,7 @@ import pytest
 from plumbing.errors import FeatpipeError
 from sources import Dataset, get_source, list_sources, take_subset
 from sources.subsets import allocate, stratified_split, stratified_subset
-from features.image_store import ImageSplit
+from storage.image_store import ImageSplit
 
 
 def unbalanced_labels():

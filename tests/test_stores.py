@@ -6,8 +6,8 @@ import pytest
 
 from plumbing.atomic import atomic_output, partial_path
 from plumbing.errors import FeatpipeError
-from features.feature_store import FeatureWriter, load_features, read_metadata
-from features.image_store import ImageStore, content_fingerprint, write_image_store
+from storage.feature_store import FeatureWriter, load_features, read_metadata
+from storage.image_store import ImageStore, content_fingerprint, write_image_store
 from tests.conftest import CLASS_NAMES, make_splits
 
 
@@ -136,7 +136,7 @@ def test_load_features_refuses_incomplete_and_missing(tmp_path):
 
 
 def test_a_damaged_chunk_names_the_image_store(tmp_path):
-    from features.chunkio import CodecPool
+    from storage.chunkio import CodecPool
 
     path = tmp_path / "images.h5"
     write_image_store(path, make_splits(n_train=12, n_test=6), source="tiny", class_names=CLASS_NAMES, seed=0)

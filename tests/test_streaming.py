@@ -5,8 +5,8 @@ import threading
 import numpy as np
 import pytest
 
-from features.chunkio import CodecPool
-from features.streaming import RowSink, iter_image_batches
+from storage.chunkio import CodecPool
+from storage.streaming import RowSink, iter_image_batches
 
 INLINE = CodecPool(1)
 

@@ -28,7 +28,7 @@ import pytest
 
 from features import load_features
 from plumbing.atomic import lock_path, partial_path
-from features.image_store import write_image_store
+from storage.image_store import write_image_store
 from tests.conftest import CLASS_NAMES, make_splits
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,7 +161,7 @@ def test_a_full_disk_ends_in_one_line_and_the_rerun_after_freeing_space_resumes(
 def test_a_write_error_at_a_chosen_row_keeps_the_partial_and_the_rerun_gives_the_same_numbers(
     store, wide_model, reference, tmp_path, monkeypatch
 ):
-    from features import chunkio
+    from storage import chunkio
 
     out = tmp_path / "f.h5"
     real_write_oldest = chunkio.ChunkWriter._write_oldest
@@ -218,7 +218,7 @@ def test_of_two_runs_at_once_one_writes_the_file_and_the_other_refuses(store, wi
     # The first run, a process of its own, holds on before finishing until told: the second, run here,
     # surely meets it at work, and must name that other process.
     held = (
-        "import pathlib, time; from features import feature_store; real = feature_store.FeatureWriter.finish",
+        "import pathlib, time; from storage import feature_store; real = feature_store.FeatureWriter.finish",
         f"feature_store.FeatureWriter.finish = lambda self: ([time.sleep(0.05) for _ in iter(lambda: pathlib.Path({str(go)!r}).exists(), True)], real(self))",
     )
     with child_process(extract_command(store, out, wide_model, *held), stdout=subprocess.PIPE,

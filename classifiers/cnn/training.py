@@ -28,10 +28,10 @@ import numpy as np
 
 from classifiers.dense import MIN_VALIDATION_PER_CLASS, early_stopping_split
 from classifiers.evaluation import check_labels
-from features.image_store import check_images
 from plumbing.atomic import atomic_output
 from plumbing.backend import load_keras
 from plumbing.errors import FeatpipeError
+from storage.image_store import check_images
 
 PREDICT_BATCH = 256
 LR_SCHEDULES = ("plateau", "cosine", "constant")
@@ -345,7 +345,7 @@ def load_keras_model(path):
 
 
 def check_labelled_images(images, labels, n_classes, what="training images"):
-    """Refuse images a model can't take (:func:`features.image_store.check_images`) or labels outside
+    """Refuse images a model can't take (:func:`storage.image_store.check_images`) or labels outside
     ``range(n_classes)``, with one line.
 
     Returns ``(images, labels)`` as ndarrays: uint8 of shape (n_samples,

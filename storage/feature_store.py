@@ -27,9 +27,9 @@ import h5py
 import numpy as np
 
 from plumbing.atomic import exclusive_output, flush_to_disk, partial_path
-from features.chunkio import ChunkWriter, CodecPool, copy_chunks, intact_rows, row_chunk_layout, rows_per_chunk
 from plumbing.errors import FeatpipeError, first_line
-from features.image_store import SPLITS, STRING, _plain
+from storage.chunkio import ChunkWriter, CodecPool, copy_chunks, intact_rows, row_chunk_layout, rows_per_chunk
+from storage.image_store import SPLITS, STRING, _plain
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +295,7 @@ class FeatureWriter:
             n = len(labels)
             # gzip level 1: nearly the size of level 4 on features, and twice as fast to
             # write. No shuffle filter: on ReLU features it makes the chunks bigger and
-            # slower to decode (features/chunkio.py's measurements, README).
+            # slower to decode (storage/chunkio.py's measurements, README).
             storage = {"chunks": (min(rows_per_chunk, n), dim), "compression": "gzip", "compression_opts": 1}
             group.create_dataset("features", shape=(n, dim), dtype="float32", **(storage if n else {}))
             group.create_dataset("labels", data=np.asarray(labels, dtype=np.int64))
@@ -313,7 +313,7 @@ class FeatureWriter:
             self._writers[name] = ChunkWriter(group["features"], self._pool, start=int(group.attrs["rows_written"]))
 
     def layout(self, split):
-        """The :class:`~features.chunkio.RowChunkLayout` of ``split``'s features: how a worker encodes chunks for it."""
+        """The :class:`~storage.chunkio.RowChunkLayout` of ``split``'s features: how a worker encodes chunks for it."""
         return row_chunk_layout(self._file[split]["features"])
 
     def append_encoded(self, split, chunks):
@@ -404,7 +404,7 @@ class FeatureWriter:
     def _close_file(self):
         # Closed here, in the owning thread, not by the garbage collector at exit: after
         # a failed write HDF5 may not close a file cleanly, and at interpreter shutdown
-        # that crashed the process (features/chunkio.py says why).
+        # that crashed the process (storage/chunkio.py says why).
         if self._file is not None:
             try:
                 self._file.close()

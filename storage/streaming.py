@@ -3,7 +3,7 @@
 Three threads share an extraction so the accelerator never waits for the disk:
 
 - a **reader** thread pulls uint8 images from the image store, chunk by
-  chunk (decompressed on a :class:`~features.chunkio.CodecPool`), cuts them
+  chunk (decompressed on a :class:`~storage.chunkio.CodecPool`), cuts them
   into batches and, where the backend allows, starts copying each batch to
   the device (:func:`iter_image_batches`);
 - the **calling** thread runs the compiled model on each batch;
@@ -11,7 +11,7 @@ Three threads share an extraction so the accelerator never waits for the disk:
   compressed on the same pool (:class:`RowSink`).
 
 Each file's HDF5 calls happen in one thread at a time, and the codec work
-happens on the pool, off h5py's lock (see :mod:`features.chunkio`). Queues
+happens on the pool, off h5py's lock (see :mod:`storage.chunkio`). Queues
 are short, so memory stays bounded however large the store. Used by
 :mod:`features.engine` and, on each Dask worker, :mod:`features.distributed`.
 """
@@ -125,7 +125,7 @@ def _batched(blocks, batch_size):
 
 
 class RowSink:
-    """Append rows to a :class:`~features.feature_store.FeatureWriter` from a thread of its own.
+    """Append rows to a :class:`~storage.feature_store.FeatureWriter` from a thread of its own.
 
     Compression (on the writer's codec pool) and flushing then overlap the
     next forward pass. When the writer lags, the rows waiting for one split

@@ -22,8 +22,8 @@ import h5py
 import numpy as np
 
 from plumbing.atomic import atomic_output, exclusive_output
-from features.chunkio import CodecPool, iter_row_blocks, write_array
 from plumbing.errors import FeatpipeError, first_line
+from storage.chunkio import CodecPool, iter_row_blocks, write_array
 
 SPLITS = ("train", "test")
 STRING = h5py.string_dtype("utf-8")
@@ -76,7 +76,7 @@ def write_image_store(path, splits, *, source, class_names, seed, train_size=Non
 
     ``skipped`` is a sequence of ``(id, reason)`` pairs for inputs that could
     not be read. The images are compressed by ``threads`` threads
-    (:class:`~features.chunkio.CodecPool`; None: one per core). Only one
+    (:class:`~storage.chunkio.CodecPool`; None: one per core). Only one
     process writes ``path`` at a time; a write that fails (a full disk) ends
     in a one-line :class:`FeatpipeError` and leaves nothing behind. Returns
     the store's fingerprint.
@@ -232,7 +232,7 @@ class ImageStore:
         """Yield ``(row, images)`` blocks of rows ``start:stop`` of ``split``, in order, a chunk each.
 
         The chunks are decompressed by ``pool`` (a
-        :class:`~features.chunkio.CodecPool`) off h5py's lock; the iterating
+        :class:`~storage.chunkio.CodecPool`) off h5py's lock; the iterating
         thread does the HDF5 reads. ``images`` is uint8 of shape (n, height, width, channels).
         """
         with self._read_errors(split):

@@ -180,7 +180,7 @@ def worker_software():
     """What a worker must share with the client: featpipe's version and the Keras backend.
 
     Runs on each worker through ``client.run``: unpickling this function
-    imports ``features.cluster``, which is itself the check that the worker
+    imports ``plumbing.cluster``, which is itself the check that the worker
     has featpipe installed.
     """
     return {"featpipe": featpipe_version(), "Keras backend": keras_backend_name()}
