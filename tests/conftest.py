@@ -1,8 +1,10 @@
 """Fixtures shared across test modules: tiny data made in tmp_path, in milliseconds."""
 
 import contextlib
+import fcntl
 import json
 import os
+import shutil
 import socket
 import types
 
@@ -28,6 +30,28 @@ LONGEST_FIRST = ("tests/test_dvc_pipeline.py",)
 
 def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: not item.nodeid.startswith(LONGEST_FIRST))  # a stable sort: the rest keep their order
+
+
+def built_once(tmp_path_factory, name, build):
+    """The folder ``build(folder)`` fills, built once per test run and shared by every xdist worker.
+
+    A module fixture is made once per worker that runs one of its tests; a
+    project that costs half a minute to train is worth making once. The first
+    worker to get here builds it under a file lock, the others wait and read
+    it. Tests must not change it: they copy what they edit.
+    """
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the workers' base folders are siblings of one run's folder
+    folder, done = root / name, root / f"{name}.built"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a build that failed part way
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
 
 
 def make_splits(n_train=12, n_test=6, size=16, channels=1, seed=0):

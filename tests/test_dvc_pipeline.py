@@ -58,9 +58,9 @@ def _tiny_params(images):
     params["baseline"].update(n_estimators=10, n_jobs=1)
     params["train"]["rf"].update(n_estimators=10, n_jobs=1)
     params["train"]["dense"].update(epochs=3, hidden_units=[16])
-    # The curves of the forest and the CNNs, and two kinds of map: every other head and method has
-    # the same inputs and outputs, and the tests of curves and explain run each of them.
-    params["curves"].update(per_class=[2, 4], repeats=1, classifiers=["rf"])
+    # The curves of the forest and the CNNs at one size, and two kinds of map: every other head, size and
+    # method has the same inputs and outputs, and the tests of curves and explain run each of them.
+    params["curves"].update(per_class=[4], repeats=1, classifiers=["rf"])
     params["explain"].update(per_class=1, methods=["occlusion", "grad_cam"], occlusion={"patch": 16, "stride": 16})
     params["scratch"].update(filters=[4], dense_units=8, epochs=2)
     # The head alone (unfreeze 0): the second phase is tests/test_finetune.py's; here it would double the

@@ -27,7 +27,7 @@ from PIL import Image
 from pipeline.cli import cli, run
 from plumbing.errors import FeatpipeError
 from storage.image_store import ImageStore, write_image_store
-from tests.conftest import CLASS_NAMES, invoke_ok, make_splits, tiny_backbone_project
+from tests.conftest import CLASS_NAMES, built_once, invoke_ok, make_splits, tiny_backbone_project
 
 PARAMS = {
     "seed": 5,
@@ -66,10 +66,8 @@ def write_pngs(images, folder):
     return folder
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A project with every kind of model trained, and the test split as PNG files."""
-    root = tmp_path_factory.mktemp("project")
+def train_every_kind(root):
+    """Fill ``root`` with a project whose every kind of model is trained, and the test split as PNG files."""
     (root / "params.yaml").write_text(yaml.safe_dump(PARAMS))
     write_image_store(root / "data/prepared/images.h5", make_splits(n_train=30, n_test=12, channels=3), source="tiny",
                       class_names=CLASS_NAMES, seed=0)
@@ -79,8 +77,15 @@ def trained(tmp_path_factory):
             invoke_ok(stage)
         invoke_ok("finetune", "--backbone", "mobilenet_v2")
     with ImageStore(root / "data/prepared/images.h5") as store:
+        write_pngs(store.images("test"), root / "pngs")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A project with every kind of model trained (read-only: built once for every worker), and the test split as PNG files."""
+    root = built_once(tmp_path_factory, "predict-project", train_every_kind)
+    with ImageStore(root / "data/prepared/images.h5") as store:
         images, labels = store.images("test"), store.labels("test")
-    write_pngs(images, root / "pngs")
     return types.SimpleNamespace(root=root, images=images, labels=labels, store=root / "data/prepared/images.h5")
 
 
