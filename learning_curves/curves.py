@@ -46,7 +46,7 @@ from typing import NamedTuple
 import numpy as np
 
 from plumbing.errors import FeatpipeError
-from reporting.sentences import ALL, crossover_sentence, is_whole_split, match_sentence, share_sentence, size_phrase
+from reporting.sentences import ALL, crossover_sentence, is_whole_split, match_sentence, share_sentence
 from sources.subsets import nested_class_draws
 
 # A per_class entry standing for the whole training split (the params file's word for it too).
