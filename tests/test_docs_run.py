@@ -1,4 +1,4 @@
-"""Every Python block of README.md and docs/ runs, against a tiny project made here.
+"""Every Python block of README.md, data/README.md and docs/ runs, against a tiny project made here.
 
 The blocks are what analysts copy: reading a feature file with
 ``load_features`` or h5py alone, loading a model folder and applying it. The
@@ -17,7 +17,7 @@ from storage.image_store import ImageStore
 from tests.conftest import invoke_ok, tiny_backbone_project
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+DOCS = [REPO / "README.md", REPO / "data" / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.M | re.S)
 PARAMS = {
     "seed": 3,
@@ -37,7 +37,7 @@ BLOCKS = python_blocks()
 
 def test_the_docs_have_python_blocks_to_run():
     # The pattern must find the blocks: an empty list would make the test below pass without running any.
-    assert {name.split("#")[0] for name, _ in BLOCKS} >= {"README.md", "docs/predict.md"}, [name for name, _ in BLOCKS]
+    assert {name.split("#")[0] for name, _ in BLOCKS} >= {"README.md", "data/README.md", "docs/predict.md"}, [name for name, _ in BLOCKS]
 
 
 @pytest.fixture(scope="module")
