@@ -48,10 +48,15 @@ def layer_line(imports):
     layers = {}
     for package in layered:
         layers.setdefault(height(package), []).append(package)
-    words = [" ".join(f"`{name}`" for name in names) for names in (sorted(layers[h]) for h in sorted(layers, reverse=True))]
-    words = [f"{{{word.replace(' ', ', ')}}}" if " " in word else word for word in words]
-    leaf = f"`{LEAF}` (→ {', '.join(f'`{name}`' for name in sorted(imports[LEAF]))})" if imports[LEAF] else f"`{LEAF}`"
+    words = [_names(layers[level], braces=True) for level in sorted(layers, reverse=True)]
+    leaf = f"`{LEAF}` (→ {_names(imports[LEAF])})" if imports[LEAF] else f"`{LEAF}`"
     return f"Layers (each imports only those to its right): {' → '.join(words)}; {leaf} is a leaf anyone may use."
+
+
+def _names(packages, braces=False):
+    """A layer's packages in backquotes, comma-separated; in braces when ``braces`` and there are several."""
+    names = ", ".join(f"`{name}`" for name in sorted(packages))
+    return f"{{{names}}}" if braces and len(packages) > 1 else names
 
 
 def readme_line():
