@@ -243,8 +243,7 @@ class KerasImageClassifier(ImageClassifier):
         rows are padded as :func:`padded_batch` says, so it is traced for a
         few batch shapes only.
         """
-        from plumbing.backend import device_scope
-        from plumbing.backend import load_keras
+        from plumbing.backend import device_scope, load_keras
 
         key = id(keras_model)
         if key not in self._compiled:

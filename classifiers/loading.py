@@ -28,8 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from classifiers.image_model import SharedExtractor, feature_model, keras_image_model, pixel_model
-from classifiers.model_files import SUFFIX as SKOPS_SUFFIX
-from classifiers.model_files import load_skops
+from classifiers.model_files import SUFFIX as SKOPS_SUFFIX, load_skops
 from classifiers.records import ModelRecord, read_card, retrain_hint
 from plumbing.errors import FeatpipeError, first_line
 
@@ -147,8 +146,7 @@ def load_model(folder, *, batch_size=None, device=None, precision=None, backbone
     folder = Path(folder)
     card = read_card(folder)
     if device is not None:
-        from plumbing.backend import resolve_device
-        from plumbing.backend import load_keras
+        from plumbing.backend import load_keras, resolve_device
 
         device = resolve_device(load_keras(), device)
     record = ModelRecord.from_json(card, f"{folder}/model.json")
@@ -201,8 +199,7 @@ def _load_file(path, card, device=None):
             return load_skops(path)
         if path.suffix == ".keras":
             from classifiers.cnn.training import load_keras_model
-            from plumbing.backend import device_scope
-            from plumbing.backend import load_keras
+            from plumbing.backend import device_scope, load_keras
 
             with device_scope(load_keras(), device):
                 return load_keras_model(path)

@@ -69,8 +69,7 @@ def train_feature_file(path, metadata, names, settings, seed, store):
     from classifiers.evaluation import check_finite, check_training_data
     from classifiers.training import check_fit
     from classifiers.records import write_model_outputs
-    from storage.feature_store import extractor_settings
-    from storage.feature_store import load_features
+    from storage.feature_store import extractor_settings, load_features
 
     train, test = load_features(path, "train"), load_features(path, "test")
     check_training_data(train.features, train.labels, f"{path} train")

@@ -49,8 +49,7 @@ from classifiers.cnn.training import (
 from classifiers.dense import MIN_VALIDATION_PER_CLASS
 from features.backbones import get_backbone, is_model_file, list_backbones
 from features.weights import build_with_weights, resolve_weights
-from plumbing.backend import load_keras
-from plumbing.backend import dtype_policy
+from plumbing.backend import dtype_policy, load_keras
 from plumbing.errors import FeatpipeError, first_line
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
