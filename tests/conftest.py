@@ -105,10 +105,33 @@ def tiny_image_store(tmp_path):
 @pytest.fixture(scope="session")
 def dask_cluster():
     """Two single-threaded Dask worker processes on 127.0.0.1, started once per test process (each xdist worker)."""
+    import dask
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0") as running:
-        yield running
+    # The cluster idles most of the run, and an idle worker's monitors (event-loop ticks every 20 ms, memory every
+    # 100 ms, the profiler every 10 ms) took 1.9 s of CPU per 30 s each, its scheduler and nannies 2 s more: at these
+    # intervals, 0.14 and 0.33 s. The nannies hand the config to the worker processes.
+    quiet = {"distributed.admin.tick.interval": "1s", "distributed.admin.system-monitor.interval": "5s",
+             "distributed.worker.memory.monitor-interval": "1s", "distributed.worker.profile.enabled": False}
+    with dask.config.set(quiet):  # read when the cluster starts; the tests' own clusters keep Dask's defaults
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0")
+    with cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def warm_commands(tmp_path_factory):
+    """A folder of `featpipe` and `dvc` executables run by a warm server (tests/warm_commands.py), one per test process."""
+    from tests import warm_commands
+
+    folder = tmp_path_factory.mktemp("warm")
+    address = str(folder / "server")
+    server = warm_commands.start(address)
+    try:
+        yield warm_commands.write_clients(folder / "bin", address)
+    finally:
+        server.kill()
+        server.wait()
 
 
 @pytest.fixture
