@@ -119,7 +119,10 @@ def _receive(connection):
     header, fds, _, _ = socket.recv_fds(connection, 8, 3)
     size, payload = int.from_bytes(header, "big"), b""
     while len(payload) < size:
-        payload += connection.recv(size - len(payload))
+        chunk = connection.recv(size - len(payload))
+        if not chunk:
+            raise ConnectionError("the client left before its request was whole")
+        payload += chunk
     return json.loads(payload), fds
 
 
