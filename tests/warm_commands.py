@@ -170,6 +170,7 @@ def _exit_code(code):
 
 @contextlib.contextmanager
 def _stderr_to_devnull():
+    # plumbing.backend.native_stderr_silenced, which the server may not import: its children import featpipe afresh.
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
