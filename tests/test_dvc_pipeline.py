@@ -5,6 +5,9 @@ file that keeps every stage to seconds; then the whole pipeline runs as a
 user runs it (as the experiment that adds fine-tuning), a second `dvc repro`
 must do nothing, a change to a param must dirty only the stages that read
 it, and a change to the preprocessing code every stage after extract.
+
+`dvc` and each stage's `featpipe` run as commands forked from a process that
+has imported their libraries (tests/warm_commands.py), not as new interpreters.
 """
 
 import csv
